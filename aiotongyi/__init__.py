@@ -1,0 +1,56 @@
+"""aiotongyi: an asyncio-native streaming client for Alibaba DashScope (Tongyi / Qwen).
+
+>>> from aiotongyi import TongyiLLMClient
+>>> client = TongyiLLMClient(model="qwen-plus")  # key from DASHSCOPE_API_KEY
+
+See ``API.md``-derived docs for the full contract.
+"""
+
+from ._client import TongyiLLMClient
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    StreamInterruptedError,
+    TongyiError,
+)
+from ._models import ModelOutput, ModelRequest, Timeout, ToolCall, Usage
+from ._request import GenerateParams
+from ._stream import Stream
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "GenerateParams",
+    "ModelOutput",
+    "ModelRequest",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitError",
+    "ServerError",
+    "Stream",
+    "StreamInterruptedError",
+    "Timeout",
+    "TongyiError",
+    "TongyiLLMClient",
+    "ToolCall",
+    "Usage",
+    "__version__",
+]
+
+# Tracebacks and reprs say aiotongyi.X, not aiotongyi._module.X.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,229 @@
+"""Public value types: requests, outputs, usage, tool calls and timeouts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ._text import TextBuffer
+
+__all__ = ["ModelOutput", "ModelRequest", "Timeout", "ToolCall", "Usage"]
+
+_GENERATE_ERROR_PREFIX = "**LLMServer Generate Error, Please CheckErrorInfo.**: "
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Time limits of one call, in seconds; ``None`` means no limit.
+
+    :param connect: to open the TCP (and TLS) connection.
+    :param read: the longest silence between two received bytes.
+    :param total: the whole call, retries and backoff included.
+    """
+
+    connect: float | None = 5.0
+    read: float | None = 60.0
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "total"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"Timeout.{name} must be a number or None, not {value!r}")
+            if not value > 0:
+                raise ValueError(f"Timeout.{name} must be > 0, not {value!r}")
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | None) -> Timeout:
+        """``None`` -> ``Timeout()``, a number -> ``Timeout(total=number)``."""
+        if value is None:
+            return cls()
+        if isinstance(value, Timeout):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"timeout must be a Timeout, a number or None, not {value!r}")
+        return cls(total=float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of a call (running totals; the last frame's win).
+
+    ``prompt_tokens`` is DashScope's ``input_tokens``, ``completion_tokens`` its
+    ``output_tokens`` (reasoning included).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, int]:
+        """The three OpenAI-style keys DB-GPT's metrics read."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call merged from its streamed fragments.
+
+    :param arguments: JSON text, concatenated verbatim from the fragments.
+    """
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+    type: str = "function"
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One content frame of a streamed answer (immutable).
+
+    ``text`` and ``thinking`` are cumulative; ``delta`` and ``thinking_delta``
+    are what this frame added.  ``finish_reason`` is ``None`` until the end.
+    ``error_code`` is ``0`` except in outputs built by :meth:`from_error`.
+    """
+
+    text: str = ""
+    delta: str = ""
+    thinking: str = ""
+    thinking_delta: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    request_id: str | None = None
+    model: str = ""
+    index: int = 0
+    error_code: int = 0
+
+    # Outputs built while streaming leave ``text``/``thinking`` out of the
+    # instance dict and point at a shared TextBuffer instead: joining the
+    # whole answer on every frame would make a long stream quadratic.  The
+    # first read materialises and caches the string.
+    _LAZY: ClassVar[Mapping[str, str]] = {"text": "_text_at", "thinking": "_thinking_at"}
+
+    def __getattr__(self, name: str) -> str:
+        lazy_key = ModelOutput._LAZY.get(name)
+        if lazy_key is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        buffer, length = self.__dict__[lazy_key]
+        value: str = buffer.upto(length)
+        self.__dict__[name] = value
+        return value
+
+    def __getstate__(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        object.__setattr__(self, "__dict__", dict(state))
+
+    @classmethod
+    def _streamed(
+        cls,
+        text: tuple[TextBuffer, int],
+        delta: str,
+        thinking: tuple[TextBuffer, int],
+        thinking_delta: str,
+        tool_calls: tuple[ToolCall, ...],
+        finish_reason: str | None,
+        usage: Usage | None,
+        request_id: str | None,
+        model: str,
+        index: int,
+    ) -> ModelOutput:
+        """Build an output without the frozen ``__init__`` (hot path, once per frame)."""
+        output = object.__new__(cls)
+        object.__setattr__(
+            output,
+            "__dict__",
+            {
+                "_text_at": text,
+                "delta": delta,
+                "_thinking_at": thinking,
+                "thinking_delta": thinking_delta,
+                "tool_calls": tool_calls,
+                "finish_reason": finish_reason,
+                "usage": usage,
+                "request_id": request_id,
+                "model": model,
+                "index": index,
+                "error_code": 0,
+            },
+        )
+        return output
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> ModelOutput:
+        """An output that reports ``exc`` the way DB-GPT's workers expect.
+
+        ``error_code`` is ``-1`` with text ``"code:message"`` for an
+        :class:`~aiotongyi.APIError`, and ``1`` with a one-line description
+        for anything else.
+        """
+        from ._exceptions import APIError, TongyiError
+
+        partial = exc.partial if isinstance(exc, TongyiError) else None
+        request_id = exc.request_id if isinstance(exc, TongyiError) else None
+        if isinstance(exc, APIError):
+            code = exc.code or type(exc).__name__
+            text = f"{code}:{exc.message}"
+            error_code = -1
+        else:
+            text = _GENERATE_ERROR_PREFIX + (str(exc) or type(exc).__name__)
+            error_code = 1
+        return cls(
+            text=" ".join(text.split()),
+            finish_reason=None,
+            usage=partial.usage if partial is not None else None,
+            request_id=request_id,
+            model=partial.model if partial is not None else "",
+            index=partial.index if partial is not None else 0,
+            error_code=error_code,
+        )
+
+
+# Without class-level defaults, a missing instance value reaches __getattr__
+# (the lazy path); __init__ keeps its defaults, which dataclass stores apart.
+del ModelOutput.text, ModelOutput.thinking
+
+
+@dataclass
+class ModelRequest:
+    """A chat request: ``messages`` plus optional generation parameters.
+
+    Every parameter left ``None`` is not sent.  Keyword arguments given to a
+    call beat the same field here.
+    """
+
+    messages: Sequence[Mapping[str, object]] | str = field(default_factory=list)
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    stop: str | Sequence[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    tools: Sequence[Mapping[str, object]] | None = None
+    tool_choice: str | Mapping[str, object] | None = None
+    parallel_tool_calls: bool | None = None
+    enable_search: bool | None = None
+    enable_thinking: bool | None = None
+    thinking_budget: int | None = None
+    response_format: Mapping[str, object] | None = None
+    n: int | None = None
+    extra_body: Mapping[str, object] | None = None
+    timeout: Timeout | float | None = None

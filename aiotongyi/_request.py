@@ -1,0 +1,278 @@
+"""Build and check the native request body before anything is sent (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+from ._config import MULTIMODAL_PATH, TEXT_PATH
+from ._models import ModelRequest, Timeout
+
+__all__ = ["GenerateParams", "PreparedRequest", "RequestLike", "prepare_request"]
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+MEDIA_KEYS = frozenset({"image", "video", "audio"})
+
+
+@runtime_checkable
+class _HasCommonMessages(Protocol):
+    def to_common_messages(self) -> list[dict[str, Any]]: ...
+
+
+RequestLike = ModelRequest | str | Sequence[Mapping[str, Any]] | _HasCommonMessages
+
+
+class GenerateParams(TypedDict, total=False):
+    """Keyword parameters of every generate call (``None`` means "not sent")."""
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    max_tokens: int | None
+    max_new_tokens: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    presence_penalty: float | None
+    repetition_penalty: float | None
+    tools: Sequence[Mapping[str, Any]] | None
+    tool_choice: str | Mapping[str, Any] | None
+    parallel_tool_calls: bool | None
+    enable_search: bool | None
+    enable_thinking: bool | None
+    thinking_budget: int | None
+    response_format: Mapping[str, Any] | None
+    n: int | None
+    extra_body: Mapping[str, Any] | None
+    timeout: Timeout | float | None
+
+
+PARAMETER_NAMES = frozenset(GenerateParams.__annotations__)
+# Fields of a DB-GPT ModelRequest read when not None (DBGPT.md).
+_DBGPT_FIELDS = {
+    "model": "model",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_new_tokens": "max_tokens",
+    "stop": "stop",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """Everything a call sends, checked and encoded."""
+
+    model: str
+    path: str
+    body: bytes
+    incremental: bool
+    choices: int
+    timeout: Timeout | None  # None: the client's default
+
+
+def prepare_request(
+    request: RequestLike,
+    params: Mapping[str, Any],
+    *,
+    default_model: str,
+    model_alias: str | None,
+    stream: bool = True,
+) -> PreparedRequest:
+    """Merge request and keyword params, validate them, and encode the body.
+
+    :raises ValueError: for wrong types, out-of-range values or bad messages.
+    """
+    unknown = set(params) - PARAMETER_NAMES
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    merged, messages = _merge(request, params)
+    model = merged.pop("model", None)
+    if model is not None and not isinstance(model, str):
+        raise ValueError(f"model must be a string, not {type(model).__name__}")
+    if not model or model == model_alias:
+        model = default_model
+    timeout = merged.pop("timeout", None)
+    if timeout is not None:
+        timeout = Timeout.coerce(timeout)
+    extra_body = merged.pop("extra_body", None)
+    checked_messages = [_check_message(i, m) for i, m in enumerate(messages)]
+    if not checked_messages:
+        raise ValueError("a request needs at least one message")
+
+    parameters: dict[str, Any] = {"result_format": "message"}
+    if stream:
+        parameters["incremental_output"] = True
+    for name, value in merged.items():
+        parameters[name] = _check_parameter(name, value)
+    if extra_body is not None:
+        if not isinstance(extra_body, Mapping):
+            raise ValueError(f"extra_body must be a mapping, not {type(extra_body).__name__}")
+        parameters.update(extra_body)
+    body = {"model": model, "input": {"messages": checked_messages}, "parameters": parameters}
+    try:
+        encoded = json.dumps(
+            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the request cannot be encoded as JSON: {exc}") from None
+    choices = parameters.get("n", 1)
+    return PreparedRequest(
+        model=model,
+        path=MULTIMODAL_PATH if _is_multimodal(model, checked_messages) else TEXT_PATH,
+        body=encoded,
+        incremental=parameters.get("incremental_output", False) is not False,
+        choices=choices if isinstance(choices, int) and choices > 0 else 1,
+        timeout=timeout,
+    )
+
+
+def _merge(request: RequestLike, params: Mapping[str, Any]) -> tuple[dict[str, Any], Sequence[Any]]:
+    """Parameters (keyword beats request field, ``None`` dropped) and the messages."""
+    fields: dict[str, Any] = {}
+    if isinstance(request, ModelRequest):
+        fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+        messages: Any = fields.pop("messages")
+    elif isinstance(request, str):
+        messages = request
+    elif isinstance(request, _HasCommonMessages):
+        for source, target in _DBGPT_FIELDS.items():
+            value = getattr(request, source, None)
+            if value is not None:
+                fields[target] = value
+        messages = request.to_common_messages()
+    elif isinstance(request, Sequence):
+        messages = request
+    else:
+        raise ValueError(
+            "request must be a ModelRequest, a str, a sequence of message mappings or an "
+            f"object with to_common_messages(), not {type(request).__name__}"
+        )
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    elif not isinstance(messages, Sequence):
+        raise ValueError(f"messages must be a sequence, not {type(messages).__name__}")
+    params = dict(params)
+    if "max_new_tokens" in params:
+        alias = params.pop("max_new_tokens")
+        if params.get("max_tokens") is None:
+            params["max_tokens"] = alias
+    for name, value in params.items():
+        if value is not None:
+            fields[name] = value
+    return {k: v for k, v in fields.items() if v is not None}, messages
+
+
+def _check_message(position: int, message: Any) -> dict[str, Any]:
+    where = f"messages[{position}]"
+    if not isinstance(message, Mapping):
+        raise ValueError(f"{where} must be a mapping with 'role' and 'content'")
+    role = message.get("role")
+    if role not in ROLES:
+        raise ValueError(f"{where} has role {role!r}; use one of {', '.join(sorted(ROLES))}")
+    content = message.get("content")
+    if content is None:
+        if role != "assistant" or not message.get("tool_calls"):
+            raise ValueError(f"{where} has no content")
+    elif isinstance(content, list):
+        for part in content:
+            if not isinstance(part, Mapping) or not part:
+                raise ValueError(f"{where} has a content part that is not a non-empty mapping")
+    elif not isinstance(content, str):
+        raise ValueError(
+            f"{where} content must be a str or a list of parts, not {type(content).__name__}"
+        )
+    return dict(message)
+
+
+def _is_multimodal(model: str, messages: list[dict[str, Any]]) -> bool:
+    """PROTOCOL.md's routing rule: media parts, or a vision/audio/omni model name."""
+    name = model.lower()
+    if "-vl" in name or name.startswith("qvq") or "omni" in name or "-audio" in name:
+        return True
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(part, Mapping) and MEDIA_KEYS & part.keys() for part in content
+        ):
+            return True
+    return False
+
+
+def _number(name: str, value: Any, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, not {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, not {value!r}")
+    return value
+
+
+def _check_range(name: str, value: float, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, not {value!r}")
+
+
+def _check_parameter(name: str, value: Any) -> Any:
+    """Type and range rules from PROTOCOL.md; model-specific rules are the service's."""
+    if name == "temperature":
+        v = _number(name, value)
+        _check_range(name, v, 0 <= v < 2, "in [0, 2)")
+    elif name == "top_p":
+        v = _number(name, value)
+        _check_range(name, v, 0 < v <= 1, "in (0, 1]")
+    elif name == "top_k":
+        v = _number(name, value, integer=True)
+        _check_range(name, v, v >= 0, ">= 0")
+    elif name in ("max_tokens", "thinking_budget"):
+        v = _number(name, value, integer=True)
+        _check_range(name, v, v >= 1, ">= 1")
+    elif name == "seed":
+        v = _number(name, value, integer=True)
+        _check_range(name, v, 0 <= v <= 2**63 - 1, "in [0, 2**63 - 1]")
+    elif name == "presence_penalty":
+        v = _number(name, value)
+        _check_range(name, v, -2 <= v <= 2, "in [-2, 2]")
+    elif name == "repetition_penalty":
+        v = _number(name, value)
+        _check_range(name, v, v > 0, "> 0")
+    elif name == "n":
+        v = _number(name, value, integer=True)
+        _check_range(name, v, 1 <= v <= 4, "in [1, 4]")
+    elif name == "stop":
+        return _check_stop(value)
+    elif name in ("parallel_tool_calls", "enable_search", "enable_thinking"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, not {value!r}")
+    elif name == "tools":
+        return _check_tools(value)
+    elif name == "tool_choice":
+        if not (value in ("auto", "none") or isinstance(value, Mapping)):
+            raise ValueError(f"tool_choice must be 'auto', 'none' or a mapping, not {value!r}")
+    elif name == "response_format":
+        if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
+            raise ValueError('response_format must be a mapping like {"type": "json_object"}')
+    return value
+
+
+def _check_stop(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, bytes):
+        items = list(value)
+        if all(isinstance(item, str) for item in items) or all(
+            isinstance(item, int) and not isinstance(item, bool) for item in items
+        ):
+            return items
+    raise ValueError("stop must be a str or a list of str (or of token ids)")
+
+
+def _check_tools(value: Any) -> list[Any]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ValueError("tools must be a list of tool mappings")
+    for position, tool in enumerate(value):
+        if not isinstance(tool, Mapping):
+            raise ValueError(f"tools[{position}] must be a mapping")
+    return list(value)

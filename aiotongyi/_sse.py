@@ -1,0 +1,168 @@
+"""Incremental Server-Sent Events decoder: bytes in, events out (pure, no I/O).
+
+DashScope frames look like ``id:1\\nevent:result\\n:HTTP_STATUS/200\\ndata:{...}\\n\\n``.
+The decoder splits lines at LF, CRLF and lone CR (a CR at the end of one chunk
+and an LF at the start of the next are one break), keeps the
+``:HTTP_STATUS/NNN`` comment with its event, joins multi-line ``data``, and
+works at the byte level so a UTF-8 character split across reads comes out
+whole.  It only scans bytes it has not seen before, so a frame of many MiB fed
+one byte at a time still decodes in linear time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent", "SSEProtocolError"]
+
+#: One event (its data plus the unfinished line) may not grow past this.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_STATUS_COMMENT = b":HTTP_STATUS/"
+
+
+class SSEProtocolError(ValueError):
+    """The byte stream broke an SSE rule the decoder cannot recover from."""
+
+
+class SSEEvent(NamedTuple):
+    """One dispatched event; ``data`` is raw bytes (JSON is parsed later)."""
+
+    event: str
+    data: bytes
+    id: str | None = None
+    status: int | None = None
+
+
+class SSEDecoder:
+    """Feed it chunks with :meth:`feed`, then call :meth:`flush` at end of stream."""
+
+    __slots__ = (
+        "_data",
+        "_event",
+        "_id",
+        "_max_event_bytes",
+        "_size",
+        "_skip_lf",
+        "_started",
+        "_status",
+        "_tail",
+    )
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._max_event_bytes = max_event_bytes
+        self._tail = bytearray()  # an unfinished line
+        self._skip_lf = False  # the last chunk ended in CR: a leading LF is its CRLF
+        self._started = False  # a BOM is only stripped from the very first line
+        self._event = b""
+        self._data: list[bytes] = []
+        self._id: bytes | None = None
+        self._status: int | None = None
+        self._size = 0  # bytes held for the pending event
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Decode a chunk; returns the events it completed (often none or one)."""
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._skip_lf = chunk[-1:] == b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        last_break = chunk.rfind(b"\n")
+        if last_break < 0:  # inlined _grow_tail: the hot path of a huge line in tiny reads
+            tail = self._tail
+            tail += chunk
+            if len(tail) + self._size > self._max_event_bytes:
+                self._too_big()
+            return []
+        if self._tail:
+            self._tail += chunk[:last_break]
+            block = bytes(self._tail)
+            self._tail.clear()
+        else:
+            block = chunk[:last_break]
+        events: list[SSEEvent] = []
+        self._lines(block.split(b"\n"), events)
+        if last_break + 1 < len(chunk):
+            self._grow_tail(chunk[last_break + 1 :])
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """End of stream: dispatch a pending event even without its blank line."""
+        events: list[SSEEvent] = []
+        if self._tail:
+            line = bytes(self._tail)
+            self._tail.clear()
+            self._lines([line], events)
+        self._dispatch(events)
+        return events
+
+    def _grow_tail(self, part: bytes) -> None:
+        self._tail += part
+        if len(self._tail) + self._size > self._max_event_bytes:
+            self._too_big()
+
+    def _too_big(self) -> None:
+        raise SSEProtocolError(f"an SSE event grew past {self._max_event_bytes} bytes")
+
+    def _lines(self, lines: list[bytes], events: list[SSEEvent]) -> None:
+        if not self._started and lines:
+            self._started = True
+            if lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM) :]
+        for line in lines:
+            if not line:
+                self._dispatch(events)
+            elif line[0] == 0x3A:  # ":" starts a comment
+                if line.startswith(_STATUS_COMMENT):
+                    self._status = _parse_status(line[len(_STATUS_COMMENT) :])
+            else:
+                name, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if name == b"data":
+                    self._data.append(value)
+                    self._size += len(value) + 1
+                    if self._size > self._max_event_bytes:
+                        self._too_big()
+                elif name == b"event":
+                    self._event = value
+                elif name == b"id":
+                    # Some gateways omit the blank line: a new id ends the last event.
+                    if self._data:
+                        self._dispatch(events)
+                    self._id = value
+                # Unknown fields and retry: are ignored, as the SSE spec says.
+
+    def _dispatch(self, events: list[SSEEvent]) -> None:
+        data = self._data
+        if data:
+            payload = data[0] if len(data) == 1 else b"\n".join(data)
+            if payload and payload != b"[DONE]":
+                events.append(
+                    SSEEvent(
+                        _text(self._event) or "message",
+                        payload,
+                        None if self._id is None else _text(self._id),
+                        self._status,
+                    )
+                )
+            self._data = []
+        self._event = b""
+        self._id = None
+        self._status = None
+        self._size = 0
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise SSEProtocolError("an SSE field is not valid UTF-8") from exc
+
+
+def _parse_status(raw: bytes) -> int | None:
+    digits = raw.strip()
+    return int(digits) if digits.isdigit() and len(digits) == 3 else None

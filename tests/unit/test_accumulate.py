@@ -1,0 +1,269 @@
+"""The accumulator: frames in, cumulative outputs out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aiotongyi import (
+    APIConnectionError,
+    BadRequestError,
+    ProtocolError,
+    RateLimitError,
+    StreamInterruptedError,
+    ToolCall,
+    Usage,
+)
+from aiotongyi._accumulate import Accumulator
+from aiotongyi._sse import SSEEvent
+
+
+def frame(
+    content: str | None = "",
+    *,
+    reasoning: str | None = None,
+    finish: object = "null",
+    tool_calls: list[dict[str, Any]] | None = None,
+    usage: dict[str, Any] | None = None,
+    index: int | None = None,
+) -> SSEEvent:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    choice: dict[str, Any] = {"message": message, "finish_reason": finish}
+    if index is not None:
+        choice["index"] = index
+    body: dict[str, Any] = {"output": {"choices": [choice]}, "request_id": "req-1"}
+    if usage is not None:
+        body["usage"] = usage
+    return SSEEvent("result", json.dumps(body, ensure_ascii=False).encode(), None, 200)
+
+
+def run(events: list[SSEEvent], **kwargs: Any) -> list[Any]:
+    acc = Accumulator("qwen-plus", **kwargs)
+    outputs = []
+    for event in events:
+        outputs += acc.add_event(event)
+    return outputs
+
+
+@given(st.lists(st.text(min_size=0, max_size=8), max_size=20))
+def test_text_is_the_concatenation_of_deltas(deltas: list[str]) -> None:
+    outputs = run([frame(d) for d in deltas] + [frame("", finish="stop")])
+    assert outputs[-1].text == "".join(deltas)
+    assert "".join(o.delta for o in outputs) == "".join(deltas)
+    for earlier, later in zip(outputs, outputs[1:], strict=False):
+        assert later.text.startswith(earlier.text)
+
+
+def test_empty_frames_are_not_yielded() -> None:
+    outputs = run([frame("a"), frame(""), frame(None), frame("", finish="stop")])
+    assert [(o.delta, o.finish_reason) for o in outputs] == [("a", None), ("", "stop")]
+
+
+@pytest.mark.parametrize("raw", ["null", None, ""])
+def test_null_finish_reasons_become_none(raw: object) -> None:
+    assert run([frame("a", finish=raw)])[0].finish_reason is None
+
+
+def test_other_finish_reasons_pass_through() -> None:
+    assert run([frame("a", finish="length")])[0].finish_reason == "length"
+
+
+def test_final_frame_text_is_kept() -> None:
+    outputs = run([frame("a"), frame("b", finish="stop")])
+    assert outputs[-1].text == "ab"
+    assert outputs[-1].delta == "b"
+
+
+def test_thinking_accumulates_apart_from_text() -> None:
+    outputs = run(
+        [
+            frame("", reasoning="先看"),
+            frame("", reasoning="个位"),
+            frame("答案", reasoning=""),
+            frame("", finish="stop"),
+        ]
+    )
+    assert [o.thinking_delta for o in outputs] == ["先看", "个位", "", ""]
+    assert outputs[-1].thinking == "先看个位"
+    assert outputs[-1].text == "答案"
+    assert outputs[1].text == ""
+
+
+def test_tool_calls_merge_by_index() -> None:
+    first = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "'},
+    }
+    second = {"index": 1, "id": "call_2", "type": "function", "function": {"name": "now"}}
+    more = {"index": 0, "id": "", "type": "function", "function": {"arguments": ' 杭州"}'}}
+    outputs = run(
+        [
+            frame(tool_calls=[first]),
+            frame(tool_calls=[second]),
+            frame(tool_calls=[more]),
+            frame(finish="tool_calls"),
+        ]
+    )
+    assert outputs[-1].finish_reason == "tool_calls"
+    assert outputs[-1].tool_calls == (
+        ToolCall(0, "call_1", "get_weather", '{"city": " 杭州"}'),
+        ToolCall(1, "call_2", "now", ""),
+    )
+    assert outputs[0].tool_calls == (ToolCall(0, "call_1", "get_weather", '{"city": "'),)
+
+
+def test_delivered_outputs_never_change() -> None:
+    fragment = {"index": 0, "id": "c", "function": {"name": "f", "arguments": "{"}}
+    outputs = run([frame(tool_calls=[fragment]), frame(tool_calls=[fragment])])
+    assert outputs[0].tool_calls[0].arguments == "{"
+    assert outputs[1].tool_calls[0].arguments == "{{"
+
+
+def test_usage_maps_dashscope_names_and_last_wins() -> None:
+    outputs = run(
+        [
+            frame("a", usage={"input_tokens": 5, "output_tokens": 1, "total_tokens": 6}),
+            frame(
+                "",
+                finish="stop",
+                usage={
+                    "input_tokens": 5,
+                    "output_tokens": 9,
+                    "output_tokens_details": {"reasoning_tokens": 4},
+                },
+            ),
+        ]
+    )
+    assert outputs[0].usage == Usage(5, 1, 6)
+    assert outputs[-1].usage == Usage(5, 9, 14, reasoning_tokens=4)
+    assert outputs[-1].usage is not None
+    assert outputs[-1].usage.to_dict() == {
+        "prompt_tokens": 5,
+        "completion_tokens": 9,
+        "total_tokens": 14,
+    }
+
+
+def test_request_id_and_model_are_on_every_output() -> None:
+    out = run([frame("a")])[0]
+    assert (out.request_id, out.model, out.index, out.error_code) == ("req-1", "qwen-plus", 0, 0)
+
+
+def test_snapshot_mode_diffs_against_the_previous_snapshot() -> None:
+    outputs = run([frame("春"), frame("春眠"), frame("春眠不觉晓", finish="stop")], incremental=False)
+    assert [o.delta for o in outputs] == ["春", "眠", "不觉晓"]
+    assert outputs[-1].text == "春眠不觉晓"
+    assert outputs[0].text == "春"
+
+
+def test_snapshot_rewrite_starts_over() -> None:
+    outputs = run([frame("abc"), frame("xyz")], incremental=False)
+    assert [o.text for o in outputs] == ["abc", "xyz"]
+    assert outputs[1].delta == "xyz"
+
+
+def test_choices_are_never_mixed() -> None:
+    outputs = run(
+        [frame("a", index=0), frame("b", index=1), frame("c", index=0, finish="stop")], choices=2
+    )
+    assert [(o.index, o.text) for o in outputs] == [(0, "a"), (1, "b"), (0, "ac")]
+
+
+def test_completion_needs_every_expected_choice() -> None:
+    acc = Accumulator("m", choices=2)
+    acc.add_event(frame("a", index=0, finish="stop"))
+    assert not acc.is_complete
+    acc.add_event(frame("b", index=1, finish="stop"))
+    assert acc.is_complete
+
+
+def test_multimodal_list_content_is_flattened() -> None:
+    event = SSEEvent(
+        "result",
+        json.dumps(
+            {
+                "output": {
+                    "choices": [
+                        {
+                            "message": {"content": [{"text": "这是"}, {"image": "x"}]},
+                            "finish_reason": "stop",
+                        }
+                    ]
+                }
+            }
+        ).encode(),
+    )
+    assert run([event])[0].text == "这是"
+
+
+def test_legacy_text_format_is_understood() -> None:
+    event = SSEEvent("result", b'{"output":{"text":"hi","finish_reason":"stop"}}')
+    out = run([event], incremental=False)[0]
+    assert (out.text, out.finish_reason) == ("hi", "stop")
+
+
+def test_error_event_raises_its_status_class_with_partial() -> None:
+    acc = Accumulator("m")
+    acc.add_event(frame("partial text"))
+    error = SSEEvent(
+        "error", b'{"code":"Throttling.RateQuota","message":"slow down","request_id":"r9"}', None, 429
+    )
+    with pytest.raises(RateLimitError) as info:
+        acc.add_event(error)
+    assert info.value.status_code == 429
+    assert info.value.code == "Throttling.RateQuota"
+    assert info.value.request_id == "r9"
+    assert info.value.partial is not None
+    assert info.value.partial.text == "partial text"
+
+
+def test_a_code_without_output_is_an_error() -> None:
+    with pytest.raises(BadRequestError):
+        run([SSEEvent("result", b'{"code":"InvalidParameter","message":"bad"}')])
+
+
+def test_a_frame_without_output_is_skipped() -> None:
+    assert run([SSEEvent("result", b'{"request_id":"r"}')]) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b"[1,2]", b"\xff\xfe", b'{"output":{"choices":5}}', b'{"output":[]}'],
+)
+def test_malformed_frames_are_protocol_errors(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        run([SSEEvent("result", data)])
+
+
+def test_wrong_types_inside_a_choice_are_protocol_errors() -> None:
+    bad = b'{"output":{"choices":[{"message":{"content":5},"finish_reason":"null"}]}}'
+    with pytest.raises(ProtocolError):
+        run([SSEEvent("result", bad)])
+
+
+def test_unknown_fields_are_ignored() -> None:
+    data = (
+        b'{"output":{"choices":[{"message":{"content":"a","x":1},"finish_reason":"null",'
+        b'"logprobs":null}],"search_info":{}},"extra":true}'
+    )
+    assert run([SSEEvent("result", data)])[0].text == "a"
+
+
+def test_interrupted_before_and_after_content() -> None:
+    acc = Accumulator("m")
+    assert type(acc.interrupted()) is APIConnectionError
+    acc.add_event(frame("x"))
+    error = acc.interrupted()
+    assert isinstance(error, StreamInterruptedError)
+    assert error.partial is not None
+    assert error.partial.text == "x"

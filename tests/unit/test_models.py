@@ -1,0 +1,100 @@
+"""Value types: immutability, lazy text, error outputs, timeouts."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import pytest
+
+from aiotongyi import (
+    APIConnectionError,
+    AuthenticationError,
+    ModelOutput,
+    Timeout,
+    ToolCall,
+    Usage,
+)
+from aiotongyi._text import TextBuffer
+
+
+def streamed(text: str) -> ModelOutput:
+    buffer = TextBuffer()
+    buffer.append(text)
+    empty = TextBuffer()
+    return ModelOutput._streamed(
+        (buffer, buffer.length), text, (empty, 0), "", (), None, None, "r", "m", 0
+    )
+
+
+def test_outputs_are_frozen() -> None:
+    out = ModelOutput(text="a")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out.text = "b"  # type: ignore[misc]
+
+
+def test_streamed_outputs_behave_like_plain_ones() -> None:
+    out = streamed("春眠")
+    plain = ModelOutput(text="春眠", delta="春眠", request_id="r", model="m")
+    assert out == plain
+    assert hash(out) == hash(plain)
+    assert repr(out) == repr(plain)
+    assert dataclasses.asdict(out) == dataclasses.asdict(plain)
+    assert dataclasses.replace(out, delta="x").text == "春眠"
+    assert pickle.loads(pickle.dumps(out)) == plain
+    assert copy.deepcopy(out) == plain
+
+
+def test_lazy_text_is_a_prefix_of_the_shared_buffer() -> None:
+    buffer = TextBuffer()
+    buffer.append("ab")
+    first = (buffer, buffer.length)
+    buffer.append("cd")
+    empty = TextBuffer()
+    a = ModelOutput._streamed(first, "ab", (empty, 0), "", (), None, None, None, "m", 0)
+    b = ModelOutput._streamed((buffer, 4), "cd", (empty, 0), "", (), None, None, None, "m", 0)
+    assert (b.text, a.text, a.thinking) == ("abcd", "ab", "")
+
+
+def test_unknown_attributes_still_raise() -> None:
+    with pytest.raises(AttributeError):
+        _ = streamed("x").nope  # type: ignore[attr-defined]
+
+
+def test_from_error_for_api_errors() -> None:
+    error = AuthenticationError(
+        "Invalid API-key provided.", status_code=401, code="InvalidApiKey", request_id="r"
+    )
+    out = ModelOutput.from_error(error)
+    assert (out.error_code, out.text, out.request_id) == (
+        -1,
+        "InvalidApiKey:Invalid API-key provided.",
+        "r",
+    )
+
+
+def test_from_error_for_other_exceptions_is_one_line() -> None:
+    out = ModelOutput.from_error(APIConnectionError("boom\nsecond line"))
+    assert out.error_code == 1
+    assert "\n" not in out.text
+    assert out.text.startswith("**LLMServer Generate Error, Please CheckErrorInfo.**: boom")
+    assert ModelOutput.from_error(ValueError()).text.endswith("ValueError")
+
+
+def test_timeout_coercion() -> None:
+    assert Timeout.coerce(None) == Timeout(connect=5.0, read=60.0, total=None)
+    assert Timeout.coerce(3) == Timeout(total=3.0)
+    custom = Timeout(connect=1, read=None)
+    assert Timeout.coerce(custom) is custom
+    with pytest.raises(ValueError):
+        Timeout(read=0)
+    with pytest.raises(ValueError):
+        Timeout.coerce("1")  # type: ignore[arg-type]
+
+
+def test_usage_and_tool_call_are_frozen_values() -> None:
+    assert Usage(1, 2, 3).to_dict() == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    call = ToolCall(0, "id", "name", "{}")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        call.name = "x"  # type: ignore[misc]

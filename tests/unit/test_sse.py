@@ -1,0 +1,153 @@
+"""The SSE decoder: line endings, comments, fields, UTF-8 and any chunking."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiotongyi._sse import SSEDecoder, SSEEvent, SSEProtocolError
+
+FRAME = (
+    'id:1\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"choices":[{"message":'
+    '{"content":"春眠","role":"assistant"},"finish_reason":"null"}]},"request_id":"r1"}\n\n'
+).encode()
+TRANSCRIPT = (
+    b": ping\n\n"
+    + FRAME
+    + b'id:2\nevent:error\n:HTTP_STATUS/429\ndata:{"code":"Throttling"}\n\n'
+    + b"id:3\nevent: result\ndata: {\"a\":\ndata: 1}\nretry: 10\nunknown: x\n\n"
+    + "id:4\ndata:{\"t\":\"不觉晓🌸\"}\n".encode()
+)
+
+
+def decode_all(chunks: list[bytes]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    events: list[SSEEvent] = []
+    for chunk in chunks:
+        events += decoder.feed(chunk)
+    return events + decoder.flush()
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+EXPECTED = decode_all([TRANSCRIPT])
+
+
+def test_transcript_decodes_to_the_expected_events() -> None:
+    assert [e.event for e in EXPECTED] == ["result", "error", "result", "message"]
+    assert [e.id for e in EXPECTED] == ["1", "2", "3", "4"]
+    assert [e.status for e in EXPECTED] == [200, 429, None, None]
+    assert EXPECTED[2].data == b'{"a":\n1}'
+    assert EXPECTED[3].data.decode() == '{"t":"不觉晓🌸"}'
+
+
+@settings(max_examples=300, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(TRANSCRIPT)), unique=True))
+def test_any_chunking_decodes_to_the_same_events(cuts: list[int]) -> None:
+    assert decode_all(split_at(TRANSCRIPT, sorted(cuts))) == EXPECTED
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ending=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(0, 2 * len(TRANSCRIPT)), unique=True),
+)
+def test_every_line_ending_and_chunking_gives_the_same_events(
+    ending: bytes, cuts: list[int]
+) -> None:
+    data = TRANSCRIPT.replace(b"\n", ending)
+    cuts = sorted(c for c in cuts if c <= len(data))
+    assert decode_all(split_at(data, cuts)) == EXPECTED
+
+
+def test_one_byte_chunks_give_the_same_events() -> None:
+    assert decode_all([TRANSCRIPT[i : i + 1] for i in range(len(TRANSCRIPT))]) == EXPECTED
+
+
+def test_crlf_split_across_chunks_is_one_break() -> None:
+    events = decode_all([b"data:1\r", b"\ndata:2\r", b"\n\r", b"\n"])
+    assert events == [SSEEvent("message", b"1\n2")]
+
+
+def test_lone_cr_frames_are_decoded() -> None:
+    data = FRAME.replace(b"\n", b"\r") * 4
+    assert len(decode_all([data])) == 4
+
+
+def test_space_after_colon_is_optional() -> None:
+    assert decode_all([b"event: error\ndata: {}\n\n"]) == decode_all([b"event:error\ndata:{}\n\n"])
+
+
+def test_last_event_without_blank_line_is_dispatched_at_eof() -> None:
+    assert decode_all([b"id:9\nevent:result\ndata:{}"]) == [SSEEvent("result", b"{}", "9")]
+    assert decode_all([b"id:9\nevent:result\ndata:{}\n"]) == [SSEEvent("result", b"{}", "9")]
+
+
+def test_an_id_line_ends_an_event_missing_its_blank_line() -> None:
+    events = decode_all([b"id:1\ndata:a\nid:2\ndata:b\n\n"])
+    assert [(e.id, e.data) for e in events] == [("1", b"a"), ("2", b"b")]
+
+
+def test_comments_and_keepalives_are_ignored_but_status_is_kept() -> None:
+    events = decode_all([b":keepalive\n\n: ping\n:HTTP_STATUS/503\ndata:{}\n\n"])
+    assert events == [SSEEvent("message", b"{}", None, 503)]
+
+
+def test_empty_data_and_done_marker_are_skipped() -> None:
+    assert decode_all([b"data:\n\ndata: [DONE]\n\n"]) == []
+
+
+def test_leading_bom_is_stripped_once() -> None:
+    events = decode_all([b"\xef\xbb", b"\xbfdata:1\n\n\xef\xbb\xbfdata:2\n\n"])
+    assert [e.data for e in events] == [b"1"]  # the second BOM makes an unknown field name
+
+
+def test_utf8_character_split_across_chunks_comes_out_whole() -> None:
+    raw = "data:晓\n\n".encode()
+    events = decode_all([raw[:6], raw[6:7], raw[7:]])
+    assert events[0].data.decode() == "晓"
+
+
+def test_status_comment_does_not_leak_into_the_next_event() -> None:
+    events = decode_all([b":HTTP_STATUS/400\ndata:1\n\ndata:2\n\n"])
+    assert [e.status for e in events] == [400, None]
+
+
+def test_a_10_mib_frame_fed_one_byte_at_a_time_decodes() -> None:
+    payload = b"x" * (10 * 1024 * 1024)
+    data = b"data:" + payload + b"\n\n"
+    decoder = SSEDecoder()
+    events: list[SSEEvent] = []
+    feed = decoder.feed
+    for i in range(len(data)):
+        events += feed(data[i : i + 1])
+    assert len(events) == 1
+    assert len(events[0].data) == len(payload)
+
+
+def test_an_endless_line_stops_at_the_event_cap() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    decoder.feed(b"data:")
+    with pytest.raises(SSEProtocolError):
+        for _ in range(100):
+            decoder.feed(b"a" * 100)
+
+
+def test_many_data_lines_stop_at_the_event_cap() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    with pytest.raises(SSEProtocolError):
+        decoder.feed(b"data:" + b"a" * 50 + b"\n" * 1 + b"data:aaaaaaaaaa\n" * 100)
+
+
+def test_a_frame_below_the_cap_decodes() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    assert decoder.feed(b"data:" + b"a" * 900 + b"\n\n")[0].data == b"a" * 900
+
+
+def test_invalid_utf8_in_a_field_name_is_a_protocol_error() -> None:
+    with pytest.raises(SSEProtocolError):
+        decode_all([b"event:\xff\xfe\ndata:{}\n\n"])
