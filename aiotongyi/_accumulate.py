@@ -22,6 +22,7 @@ from ._text import TextBuffer
 __all__ = ["Accumulator"]
 
 _NO_FINISH = (None, "null", "")
+_decode_json = json.JSONDecoder().decode
 
 
 class _Choice:
@@ -52,7 +53,7 @@ class Accumulator:
         "_incremental",
         "_model",
         "_usage",
-        "_usage_key",
+        "_usage_raw",
         "last",
         "request_id",
     )
@@ -70,7 +71,7 @@ class Accumulator:
         self._expected = choices
         self._choices: dict[int, _Choice] = {}
         self._usage: Usage | None = None
-        self._usage_key: tuple[object, ...] = ()
+        self._usage_raw: dict[str, Any] | None = None
         #: The last output produced (the ``partial`` of a later error).
         self.last: ModelOutput | None = None
         self.request_id = request_id
@@ -84,8 +85,9 @@ class Accumulator:
     def add_event(self, event: SSEEvent) -> list[ModelOutput]:
         """Outputs for one SSE event; raises the error an ``event:error`` carries."""
         try:
-            frame = json.loads(event.data)
-        except ValueError as exc:  # also invalid UTF-8
+            # str input skips json.loads' encoding sniffing; bad UTF-8 is a ValueError too
+            frame = _decode_json(event.data.decode())
+        except ValueError as exc:
             raise self._protocol_error(f"a frame's data is not valid JSON ({exc})") from None
         if type(frame) is not dict:
             raise self._protocol_error("a frame's data is not a JSON object")
@@ -238,15 +240,14 @@ class Accumulator:
         return changed
 
     def _take_usage(self, usage: dict[str, Any]) -> None:
+        if usage == self._usage_raw:  # unchanged since the last frame
+            return
+        self._usage_raw = usage
         prompt = usage.get("input_tokens", usage.get("prompt_tokens", 0))
         completion = usage.get("output_tokens", usage.get("completion_tokens", 0))
         total = usage.get("total_tokens")
         output_details = usage.get("output_tokens_details")
         prompt_details = usage.get("prompt_tokens_details")
-        key = (prompt, completion, total, output_details, prompt_details)
-        if key == self._usage_key:
-            return
-        self._usage_key = key
         self._usage = Usage(
             prompt_tokens=_int(prompt),
             completion_tokens=_int(completion),

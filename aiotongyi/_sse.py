@@ -20,6 +20,7 @@ MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
 _STATUS_COMMENT = b":HTTP_STATUS/"
+_EVENT_NAMES = {b"result": "result", b"error": "error"}
 
 
 class SSEProtocolError(ValueError):
@@ -143,7 +144,7 @@ class SSEDecoder:
             if payload and payload != b"[DONE]":
                 events.append(
                     SSEEvent(
-                        _text(self._event) or "message",
+                        _EVENT_NAMES.get(self._event) or _text(self._event) or "message",
                         payload,
                         None if self._id is None else _text(self._id),
                         self._status,

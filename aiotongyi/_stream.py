@@ -8,6 +8,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -105,8 +106,10 @@ class Stream:
                 request.model, incremental=request.incremental, choices=request.choices
             )
             try:
-                async for batch in self._attempt(pool, accumulator, deadline, attempt):
-                    yield batch
+                # aclosing: an outer generator's close does not close the inner one
+                async with aclosing(self._attempt(pool, accumulator, deadline, attempt)) as batches:
+                    async for batch in batches:
+                        yield batch
                 return
             except TongyiError as error:
                 if client.is_closed:
@@ -159,8 +162,9 @@ class Stream:
                     if batch:
                         yield batch
                 elif "event-stream" in content_type:
-                    async for batch in _sse_reply(response, accumulator):
-                        yield batch
+                    async with aclosing(_sse_reply(response, accumulator)) as batches:
+                        async for batch in batches:
+                            yield batch
                 else:
                     raise ProtocolError(
                         f"expected an event stream, got {content_type or 'no content type'!r}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -58,7 +59,7 @@ def test_text_is_the_concatenation_of_deltas(deltas: list[str]) -> None:
     outputs = run([frame(d) for d in deltas] + [frame("", finish="stop")])
     assert outputs[-1].text == "".join(deltas)
     assert "".join(o.delta for o in outputs) == "".join(deltas)
-    for earlier, later in zip(outputs, outputs[1:], strict=False):
+    for earlier, later in itertools.pairwise(outputs):
         assert later.text.startswith(earlier.text)
 
 
@@ -160,7 +161,9 @@ def test_request_id_and_model_are_on_every_output() -> None:
 
 
 def test_snapshot_mode_diffs_against_the_previous_snapshot() -> None:
-    outputs = run([frame("春"), frame("春眠"), frame("春眠不觉晓", finish="stop")], incremental=False)
+    outputs = run(
+        [frame("春"), frame("春眠"), frame("春眠不觉晓", finish="stop")], incremental=False
+    )
     assert [o.delta for o in outputs] == ["春", "眠", "不觉晓"]
     assert outputs[-1].text == "春眠不觉晓"
     assert outputs[0].text == "春"
@@ -216,7 +219,10 @@ def test_error_event_raises_its_status_class_with_partial() -> None:
     acc = Accumulator("m")
     acc.add_event(frame("partial text"))
     error = SSEEvent(
-        "error", b'{"code":"Throttling.RateQuota","message":"slow down","request_id":"r9"}', None, 429
+        "error",
+        b'{"code":"Throttling.RateQuota","message":"slow down","request_id":"r9"}',
+        None,
+        429,
     )
     with pytest.raises(RateLimitError) as info:
         acc.add_event(error)

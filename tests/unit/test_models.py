@@ -94,7 +94,11 @@ def test_timeout_coercion() -> None:
 
 
 def test_usage_and_tool_call_are_frozen_values() -> None:
-    assert Usage(1, 2, 3).to_dict() == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert Usage(1, 2, 3).to_dict() == {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+    }
     call = ToolCall(0, "id", "name", "{}")
     with pytest.raises(dataclasses.FrozenInstanceError):
         call.name = "x"  # type: ignore[misc]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -81,7 +81,7 @@ class DbgptLikeRequest:
     temperature = 0.2
     top_p = None
     max_new_tokens = 100
-    stop = ["x"]
+    stop: ClassVar[list[str]] = ["x"]
 
     def to_common_messages(self) -> list[dict[str, Any]]:
         return [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]

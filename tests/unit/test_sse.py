@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +18,8 @@ TRANSCRIPT = (
     b": ping\n\n"
     + FRAME
     + b'id:2\nevent:error\n:HTTP_STATUS/429\ndata:{"code":"Throttling"}\n\n'
-    + b"id:3\nevent: result\ndata: {\"a\":\ndata: 1}\nretry: 10\nunknown: x\n\n"
-    + "id:4\ndata:{\"t\":\"不觉晓🌸\"}\n".encode()
+    + b'id:3\nevent: result\ndata: {"a":\ndata: 1}\nretry: 10\nunknown: x\n\n'
+    + 'id:4\ndata:{"t":"不觉晓🌸"}\n'.encode()
 )
 
 
@@ -31,7 +33,7 @@ def decode_all(chunks: list[bytes]) -> list[SSEEvent]:
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 EXPECTED = decode_all([TRANSCRIPT])

@@ -1,0 +1,7 @@
+"""``python -m aiotongyi chat "prompt"``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""A local DashScope emulator for testing code that talks to DashScope.
+
+``DashScopeEmulator`` serves the native chat protocol (streaming and not) on
+127.0.0.1 from a thread of its own; ``Reply`` scripts each answer and its
+faults. With aiotongyi installed, pytest gets a ``dashscope_emulator`` fixture
+automatically. See ``docs/testing.md``.
+
+This package imports nothing from the rest of aiotongyi.
+"""
+
+from __future__ import annotations
+
+from ._emulator import DashScopeEmulator, RecordedRequest
+from ._script import ErrorEvent, Reply, ToolCallScript, http_error
+
+__all__ = [
+    "DashScopeEmulator",
+    "ErrorEvent",
+    "RecordedRequest",
+    "Reply",
+    "ToolCallScript",
+    "http_error",
+]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

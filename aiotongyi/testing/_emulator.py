@@ -1,0 +1,372 @@
+"""The DashScope emulator: an aiohttp.web server on its own thread and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from ._render import Exchange, default_reply, render
+from ._script import Reply
+from ._writer import send
+
+__all__ = ["DashScopeEmulator", "RecordedRequest"]
+
+API_KEY = "sk-emulator"
+ROUTES = frozenset(
+    {
+        "/api/v1/services/aigc/text-generation/generation",
+        "/api/v1/services/aigc/multimodal-generation/generation",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request the emulator received.
+
+    :param method: the HTTP method, e.g. ``"POST"``.
+    :param path: the URL path, without the query string.
+    :param headers: the request headers, with lower-case names.
+    :param body: the raw request body.
+    :param json: the body parsed as JSON, or ``None`` when it is not JSON.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: object
+
+
+class _CountingServer(web.Server):
+    """aiohttp's low-level server, telling the emulator about each connection."""
+
+    def __init__(self, emulator: DashScopeEmulator) -> None:
+        super().__init__(emulator._handle, access_log=None)
+        self._emulator = emulator
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._emulator._opened(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._emulator._closed(handler)
+
+
+class DashScopeEmulator:
+    """A local stand-in for DashScope's native chat endpoints.
+
+    The server runs on a thread of its own with its own event loop, so it can
+    be started and stopped from any thread, including from inside a running
+    event loop. Replies are scripted with :meth:`enqueue`; every request is
+    recorded in :attr:`requests`. Any non-empty ``Bearer`` key is accepted.
+
+    :param host: the address to bind (a loopback address).
+    :param port: the TCP port; ``0`` picks a free one.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = API_KEY
+        self._lock = threading.Lock()
+        self._queue: collections.deque[Reply] = collections.deque()
+        self._requests: list[RecordedRequest] = []
+        self._connections = 0
+        self._open: dict[object, asyncio.Transport] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._state = "new"
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> DashScopeEmulator:
+        """Start serving; return ``self`` once the socket is listening.
+
+        :raises RuntimeError: if the emulator was started before.
+        :raises OSError: if the address cannot be bound.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"the emulator cannot be started twice (it is {self._state})")
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main(ready)),
+            name=f"aiotongyi-emulator-{id(self):x}",
+            daemon=True,
+        )
+        self._thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            self._thread.join()
+            self._state = "stopped"
+            raise
+        self._state = "running"
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, abort open connections and join the server thread.
+
+        Idempotent; a no-op on an emulator that was never started.
+
+        :raises RuntimeError: when called from a request handler (the server's
+            own thread), which would deadlock.
+        """
+        if self._state != "running":
+            self._state = "stopped"
+            return
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        assert thread is not None and loop is not None and stopping is not None
+        if threading.current_thread() is thread:
+            raise RuntimeError("stop() cannot be called from the emulator's own thread")
+        self._state = "stopped"
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            loop.call_soon_threadsafe(stopping.set)
+        thread.join()
+
+    def __enter__(self) -> DashScopeEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def _main(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_exception_handler)
+        self._loop, self._stopping = loop, asyncio.Event()
+        runner = web.ServerRunner(_CountingServer(self), handle_signals=False)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self.port = runner.addresses[0][1]
+        except BaseException as exc:
+            await runner.cleanup()
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(runner)
+
+    async def _shutdown(self, runner: web.BaseRunner) -> None:
+        with self._lock:
+            transports, tasks = list(self._open.values()), list(self._tasks)
+        for transport in transports:
+            transport.abort()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+
+    # -- public state ------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The base URL to give a client, ``http://HOST:PORT/api/v1`` (no trailing slash).
+
+        :raises RuntimeError: before :meth:`start`.
+        """
+        if self._state == "new":
+            raise RuntimeError("the emulator has no address until start()")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/api/v1"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The requests received since start or :meth:`reset`, in arrival order (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted since start or :meth:`reset`."""
+        with self._lock:
+            return self._connections
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open right now, as the server sees them."""
+        with self._lock:
+            return len(self._open)
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Queue replies; each incoming chat request takes the oldest one.
+
+        With the queue empty, a request gets the default echo reply.
+        """
+        with self._lock:
+            self._queue.extend(replies)
+
+    def reset(self) -> None:
+        """Forget queued replies, recorded requests and the connection count.
+
+        Connections that are open stay open (and counted in ``open_connections``).
+        """
+        with self._lock:
+            self._queue.clear()
+            self._requests.clear()
+            self._connections = 0
+
+    def wait_for_open_connections(self, n: int, timeout: float = 2.0) -> bool:
+        """Wait until exactly ``n`` connections are open; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections != n:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def __repr__(self) -> str:
+        where = f" {self.base_url}" if self._state != "new" else ""
+        return f"<DashScopeEmulator {self._state}{where}>"
+
+    # -- server side (runs on the emulator's loop) -------------------------
+
+    def _opened(self, handler: object, transport: asyncio.Transport) -> None:
+        with self._lock:
+            self._connections += 1
+            self._open[handler] = transport
+
+    def _closed(self, handler: object) -> None:
+        with self._lock:
+            self._open.pop(handler, None)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        with self._lock:
+            self._tasks.add(task)
+        try:
+            return await self._answer(request)
+        except ConnectionError:
+            # The client went away; aiohttp's own write of this fails quietly.
+            return web.Response()
+        finally:
+            with self._lock:
+                self._tasks.discard(task)
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.content.read()
+        try:
+            payload: object = json.loads(body)
+        except ValueError:
+            payload = None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        with self._lock:
+            self._requests.append(
+                RecordedRequest(request.method, request.path, headers, body, payload)
+            )
+        if request.path not in ROUTES:
+            return _error(404, "NotFound", f"url error, please check url! {request.path}")
+        if request.method != "POST":
+            return _error(405, "MethodNotAllowed", "Method not allowed.")
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return _error(401, "InvalidApiKey", "Invalid API-key provided.")
+        problem = _check_body(payload)
+        if problem is not None:
+            return _error(400, *problem)
+        assert isinstance(payload, dict)
+        parameters: dict[str, object] = payload["parameters"]
+        with self._lock:
+            reply = self._queue.popleft() if self._queue else None
+        if reply is None:
+            reply = default_reply(_last_user_text(payload))
+        stream = headers.get("x-dashscope-sse", "").lower() == "enable" or (
+            "text/event-stream" in headers.get("accept", "")
+        )
+        exchange = Exchange(
+            stream=stream,
+            incremental=parameters.get("incremental_output") is True,
+            multimodal="multimodal" in request.path,
+            input_tokens=_count_input(payload),
+        )
+        return await send(request, reply, render(reply, exchange))
+
+
+def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """Drop the loop's reports of clients that vanished; report anything else."""
+    if isinstance(context.get("exception"), ConnectionError):
+        return
+    loop.default_exception_handler(context)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    request_id = str(uuid.uuid4())
+    body = {"code": code, "message": message, "request_id": request_id}
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+    )
+
+
+def _check_body(payload: object) -> tuple[str, str] | None:
+    """The 400 the real service would give this body, as (code, message), or None."""
+    if not isinstance(payload, dict):
+        return ("InvalidParameter", "The request body is not valid JSON.")
+    if not payload.get("model"):
+        return (
+            "BadRequest.EmptyModel",
+            'Required parameter "model" missing from request.',
+        )
+    if not isinstance(payload.get("input"), dict):
+        return ("BadRequest.EmptyInput", 'Required parameter "input" missing from request.')
+    if not isinstance(payload.get("parameters"), dict):
+        return (
+            "BadRequest.EmptyParameters",
+            'Required parameter "parameters" missing from request.',
+        )
+    return None
+
+
+def _texts(content: object) -> Iterator[str]:
+    """The text of a message's content: a string, or the ``text`` parts of a list."""
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield part["text"]
+
+
+def _messages(payload: dict[str, object]) -> list[dict[str, object]]:
+    body_input = payload.get("input")
+    messages = body_input.get("messages") if isinstance(body_input, dict) else None
+    if not isinstance(messages, list):
+        return []
+    return [message for message in messages if isinstance(message, dict)]
+
+
+def _last_user_text(payload: dict[str, object]) -> str:
+    for message in reversed(_messages(payload)):
+        if message.get("role") == "user":
+            return "".join(_texts(message.get("content")))
+    return ""
+
+
+def _count_input(payload: dict[str, object]) -> int:
+    """Input tokens, one per character of message text (at least 1)."""
+    return max(1, sum(len(text) for m in _messages(payload) for text in _texts(m.get("content"))))
