@@ -24,7 +24,7 @@ from ._exceptions import APIConnectionError, AuthenticationError
 from ._models import ModelOutput, Timeout
 from ._request import GenerateParams, PreparedRequest, RequestLike, prepare_request
 from ._stream import Stream
-from ._sync import LoopThread
+from ._sync import LoopThread, Prefetcher
 from ._transport import Pool
 
 if TYPE_CHECKING:
@@ -294,25 +294,14 @@ class TongyiLLMClient:
     def _iterate_sync(self, prepared: PreparedRequest) -> Iterator[ModelOutput]:
         portal = self._loop_thread.portal()
         stream: Stream = portal.call(self._open_stream, prepared)
-        pending: ConcurrentFuture[list[ModelOutput]] | None = None
+        assert self._loop_thread.loop is not None
+        prefetcher = Prefetcher(self._loop_thread.loop, stream.batches())
         try:
-            while True:
-                pending = portal.start_task_soon(stream.next_batch)
-                batch = pending.result()
-                pending = None
-                if not batch:
-                    return
-                yield from batch
+            yield from prefetcher
         finally:
-            if pending is not None and not pending.done():
-                # Interrupted while waiting (KeyboardInterrupt): stop the read first.
-                pending.cancel()
-                try:
-                    pending.exception(timeout=5)
-                except BaseException:  # cancelled or failed: either way it stopped
-                    pass
-            if not self._loop_thread.in_loop_thread() and self._loop_thread.is_running:
-                portal.call(stream.aclose)
+            # On break, close(), KeyboardInterrupt or garbage collection alike.
+            if not self._loop_thread.in_loop_thread():
+                prefetcher.close()
 
     async def _open_stream(self, prepared: PreparedRequest) -> Stream:
         return Stream(self, prepared)

@@ -66,16 +66,19 @@ class Stream:
             pending.extend(await self._batches.__anext__())
         return pending.popleft()
 
-    async def next_batch(self) -> list[ModelOutput]:
-        """All outputs decoded from the next chunk read (``[]`` at the end); for the sync bridge."""
-        if self._pending:
-            batch = list(self._pending)
-            self._pending.clear()
-            return batch
+    async def batches(self) -> AsyncGenerator[list[ModelOutput], None]:
+        """The outputs grouped by the chunk they were decoded from (for the sync bridge).
+
+        Closing this generator closes the stream.
+        """
         try:
-            return await self._batches.__anext__()
-        except StopAsyncIteration:
-            return []
+            if self._pending:
+                yield list(self._pending)
+                self._pending.clear()
+            async for batch in self._batches:
+                yield batch
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the stream and close its HTTP response (idempotent)."""

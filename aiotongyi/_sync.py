@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor, Future
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "Prefetcher"]
 
 T = TypeVar("T")
 
@@ -37,6 +39,7 @@ class LoopThread:
         self._name = name
         self._lock = threading.Lock()
         self._portal: BlockingPortal | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._finished: Future[None] | None = None
         self._thread_id: int | None = None
         self._stopped = False
@@ -89,6 +92,7 @@ class LoopThread:
         _running.add(self)
 
     async def _serve(self, ready: Future[BlockingPortal]) -> None:
+        self.loop = asyncio.get_running_loop()
         async with BlockingPortal() as portal:
             ready.set_result(portal)
             await portal.sleep_until_stopped()
@@ -110,3 +114,78 @@ class LoopThread:
             pass  # already stopping
         if finished is not None:
             finished.exception(timeout=timeout)
+
+
+class Prefetcher(Generic[T]):
+    """Runs an async iterator on a loop thread and hands its items to a blocking consumer.
+
+    A task on the loop reads ahead by at most ``limit`` items, so a consumer
+    that is ready costs one thread wake-up per chunk read, not a round trip
+    to the loop per item.  An error ends the items and is raised after them.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        source: AsyncGenerator[list[T], None],
+        limit: int = 16,
+    ) -> None:
+        self._loop = loop
+        self._source = source
+        self._limit = limit
+        self._ready = threading.Condition()
+        self._items: deque[T] = deque()
+        self._error: BaseException | None = None
+        self._finished = False
+        self._wants_room = False
+        self._room = asyncio.Event()
+        self._task = asyncio.run_coroutine_threadsafe(self._produce(), loop)
+
+    async def _produce(self) -> None:
+        ready = self._ready
+        try:
+            async for batch in self._source:
+                with ready:
+                    self._items.extend(batch)
+                    ready.notify()
+                    full = len(self._items) >= self._limit
+                    if full:
+                        self._room.clear()
+                        self._wants_room = True
+                if full:
+                    await self._room.wait()
+        except BaseException as exc:  # handed to the consumer, who re-raises it
+            self._error = exc
+        finally:
+            try:
+                await self._source.aclose()
+            finally:
+                with ready:
+                    self._finished = True
+                    ready.notify()
+
+    def __iter__(self) -> Iterator[T]:
+        ready = self._ready
+        items = self._items
+        while True:
+            with ready:
+                while not items and not self._finished:
+                    ready.wait()
+                if items:
+                    item = items.popleft()
+                    if self._wants_room and len(items) <= self._limit // 2:
+                        self._wants_room = False
+                        self._loop.call_soon_threadsafe(self._room.set)
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            yield item
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop reading and wait until the source is closed (idempotent)."""
+        if self._task.done():
+            return
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        with self._ready:
+            self._ready.wait_for(lambda: self._finished, timeout)

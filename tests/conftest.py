@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -35,3 +36,14 @@ async def client(dashscope_emulator: DashScopeEmulator) -> AsyncIterator[TongyiL
 def sync_client(dashscope_emulator: DashScopeEmulator) -> Iterator[TongyiLLMClient]:
     with make_client(dashscope_emulator) as c:
         yield c
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 2.0) -> bool:
+    """Poll ``predicate`` without blocking the running loop (sockets close on its next turn)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

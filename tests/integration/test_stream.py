@@ -10,19 +10,13 @@ import pytest
 from aiotongyi import APIConnectionError, StreamInterruptedError, TongyiLLMClient
 from aiotongyi.testing import DashScopeEmulator, Reply
 
-from ..conftest import make_client
+from ..conftest import eventually, make_client
 
 SLOW = {"text": [f"t{i} " for i in range(200)], "frame_delay": 0.01}
 
 
-async def closed_on_server(emulator: DashScopeEmulator, within: float = 1.0) -> bool:
-    """Poll without blocking this loop: the socket closes on its next iteration."""
-    deadline = asyncio.get_running_loop().time() + within
-    while emulator.open_connections:
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+async def closed_on_server(emulator: DashScopeEmulator) -> bool:
+    return await eventually(lambda: emulator.open_connections == 0, within=1.0)
 
 
 async def test_break_inside_async_with_closes_the_connection(
@@ -123,8 +117,7 @@ async def test_closing_the_client_interrupts_running_streams(
     tasks = [asyncio.create_task(with_content())]
     await got_content.wait()  # the first request has taken the first reply
     tasks.append(asyncio.create_task(before_content()))
-    while len(dashscope_emulator.requests) < 2:
-        await asyncio.sleep(0.01)
+    assert await eventually(lambda: len(dashscope_emulator.requests) == 2)
     await client.aclose()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results[0], StreamInterruptedError)

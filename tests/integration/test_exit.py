@@ -1,0 +1,54 @@
+"""Interpreter exit with an unclosed client neither hangs nor prints anything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aiotongyi.testing import DashScopeEmulator, Reply
+
+SCRIPT = """
+import asyncio, sys
+from concurrent.futures import ThreadPoolExecutor
+from aiotongyi import TongyiLLMClient
+executor = ThreadPoolExecutor(2) if sys.argv[2] == "executor" else None
+client = TongyiLLMClient(api_key="k", base_url=sys.argv[1], executor=executor)
+print(client.sync_generate("x").text)
+if sys.argv[3] == "midstream":
+    it = client.sync_generate_stream("y")
+    next(it)
+asyncio.run(client.generate("z"))
+# no close(): exit must still be clean
+"""
+
+
+@pytest.mark.parametrize("executor", ["thread", "executor"])
+@pytest.mark.parametrize("where", ["idle", "midstream"])
+def test_exit_without_close_is_clean(
+    dashscope_emulator: DashScopeEmulator, executor: str, where: str
+) -> None:
+    dashscope_emulator.enqueue(
+        Reply(text=["done"]), Reply(text=[f"t{i}" for i in range(100)], frame_delay=0.05)
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-c",
+            textwrap.dedent(SCRIPT),
+            dashscope_emulator.base_url,
+            executor,
+            where,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert result.stderr == ""
