@@ -28,7 +28,7 @@ _decode_json = json.JSONDecoder().decode
 class _Choice:
     """What one choice (``index``) has accumulated so far."""
 
-    __slots__ = ("finish_reason", "text", "thinking", "tool_calls", "tools")
+    __slots__ = ("finish_reason", "parts", "text", "thinking", "tool_calls", "tools")
 
     def __init__(self) -> None:
         self.text = TextBuffer()
@@ -36,6 +36,7 @@ class _Choice:
         self.tools: dict[int, list[str]] = {}  # index -> [id, name, arguments, type]
         self.tool_calls: tuple[ToolCall, ...] = ()
         self.finish_reason: str | None = None
+        self.parts: tuple[dict[str, Any], ...] = ()
 
 
 class Accumulator:
@@ -150,10 +151,12 @@ class Accumulator:
         message = choice.get("message") or {}
         delta = thinking_delta = ""
         content = message.get("content")
+        parts_changed = False
         if content:
             if type(content) is not str:
-                content = _join_text_parts(content)
-            delta = self._extend(state.text, content, is_thinking=False, state=state)
+                content, parts_changed = self._split_parts(state, content)
+            if content:
+                delta = self._extend(state.text, content, is_thinking=False, state=state)
         reasoning = message.get("reasoning_content")
         if reasoning:
             if type(reasoning) is not str:
@@ -169,7 +172,7 @@ class Accumulator:
         new_finish = finish is not None and state.finish_reason is None
         if new_finish:
             state.finish_reason = finish
-        if not (delta or thinking_delta or tools_changed or new_finish):
+        if not (delta or thinking_delta or tools_changed or new_finish or parts_changed):
             return None
         return ModelOutput._streamed(
             (state.text, state.text.length),
@@ -182,7 +185,27 @@ class Accumulator:
             self.request_id,
             self._model,
             index,
+            state.parts,
         )
+
+    def _split_parts(self, state: _Choice, content: object) -> tuple[str, bool]:
+        """Multimodal content ``[{"text": ...}, {"image": ...}]``: text joins, the rest is kept."""
+        if not isinstance(content, list):
+            raise TypeError("message content is neither a string nor a list of parts")
+        texts = []
+        others = []
+        for part in content:
+            if not isinstance(part, dict):
+                raise TypeError("a content part is not an object")
+            text = part.get("text")
+            if isinstance(text, str):
+                texts.append(text)
+            else:
+                others.append(part)
+        if not others or (not self._incremental and list(state.parts) == others):
+            return "".join(texts), False
+        state.parts = (*state.parts, *others) if self._incremental else tuple(others)
+        return "".join(texts), True
 
     def _extend(self, buffer: TextBuffer, piece: str, *, is_thinking: bool, state: _Choice) -> str:
         """Add an increment, or diff a snapshot against what came before."""
@@ -261,19 +284,6 @@ class Accumulator:
 
     def _protocol_error(self, message: str) -> ProtocolError:
         return ProtocolError(message, request_id=self.request_id, partial=self.last)
-
-
-def _join_text_parts(content: object) -> str:
-    """Multimodal replies carry ``[{"text": ...}, ...]``; keep the text parts."""
-    if not isinstance(content, list):
-        raise TypeError("message content is neither a string nor a list of parts")
-    texts = []
-    for part in content:
-        if isinstance(part, dict):
-            text = part.get("text")
-            if isinstance(text, str):
-                texts.append(text)
-    return "".join(texts)
 
 
 def _int(value: object) -> int:

@@ -12,7 +12,8 @@ Every failure of a call derives from :class:`TongyiError`::
     ├── APIConnectionError       could not connect / connection dropped before content
     │   └── APITimeoutError        connect, idle-read or total timeout (also a TimeoutError)
     ├── StreamInterruptedError   the stream broke after content began; .partial is set
-    └── ProtocolError            the bytes were not a DashScope SSE stream
+    ├── ProtocolError            the bytes were not a DashScope SSE stream
+    └── JSONOutputError          a complete answer asked to be JSON is not (also a ValueError)
 
 Each carries ``request_id`` (or ``None``) and ``partial``: the last
 :class:`~aiotongyi.ModelOutput` delivered before the failure, or ``None``.
@@ -33,6 +34,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "JSONOutputError",
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
@@ -152,6 +154,10 @@ class StreamInterruptedError(TongyiError):
 
 class ProtocolError(TongyiError):
     """The bytes received were not a DashScope SSE stream or JSON reply."""
+
+
+class JSONOutputError(TongyiError, ValueError):
+    """The answer was expected to be JSON and is not; ``partial`` is the whole answer."""
 
 
 _CLASS_BY_STATUS: dict[int, type[APIError]] = {

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from ._text import TextBuffer
@@ -107,6 +108,8 @@ class ModelOutput:
     model: str = ""
     index: int = 0
     error_code: int = 0
+    #: Non-text content parts received so far (multimodal replies), as sent.
+    parts: tuple[Mapping[str, object], ...] = field(default=(), hash=False)
 
     # Outputs built while streaming leave ``text``/``thinking`` out of the
     # instance dict and point at a shared TextBuffer instead: joining the
@@ -142,6 +145,7 @@ class ModelOutput:
         request_id: str | None,
         model: str,
         index: int,
+        parts: tuple[Mapping[str, object], ...] = (),
     ) -> ModelOutput:
         """Build an output without the frozen ``__init__`` (hot path, once per frame)."""
         output = object.__new__(cls)
@@ -160,9 +164,31 @@ class ModelOutput:
                 "model": model,
                 "index": index,
                 "error_code": 0,
+                "parts": parts,
             },
         )
         return output
+
+    def parse_json(self) -> object:
+        """The answer parsed as JSON (for ``response_format={"type": "json_object"}``).
+
+        A fenced ```` ```json ```` block is accepted too.
+
+        :raises JSONOutputError: when the text is not valid JSON; ``partial`` is this output.
+        """
+        from ._exceptions import JSONOutputError
+
+        text = self.text.strip()
+        if text.startswith("```") and text.endswith("```"):
+            text = text[3:-3].removeprefix("json").strip()
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise JSONOutputError(
+                f"the answer is not valid JSON ({exc}): {self.text[:200]!r}",
+                request_id=self.request_id,
+                partial=self,
+            ) from None
 
     @classmethod
     def from_error(cls, exc: BaseException) -> ModelOutput:
@@ -227,3 +253,4 @@ class ModelRequest:
     n: int | None = None
     extra_body: Mapping[str, object] | None = None
     timeout: Timeout | float | None = None
+    endpoint: Literal["text", "multimodal"] | None = None

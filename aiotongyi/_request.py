@@ -6,15 +6,15 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from ._config import MULTIMODAL_PATH, TEXT_PATH
+from ._media import has_media, normalize_parts
 from ._models import ModelRequest, Timeout
 
 __all__ = ["GenerateParams", "PreparedRequest", "RequestLike", "prepare_request"]
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-MEDIA_KEYS = frozenset({"image", "video", "audio"})
 
 
 @runtime_checkable
@@ -48,6 +48,7 @@ class GenerateParams(TypedDict, total=False):
     n: int | None
     extra_body: Mapping[str, Any] | None
     timeout: Timeout | float | None
+    endpoint: Literal["text", "multimodal"] | None
 
 
 PARAMETER_NAMES = frozenset(GenerateParams.__annotations__)
@@ -97,6 +98,9 @@ def prepare_request(
     timeout = merged.pop("timeout", None)
     if timeout is not None:
         timeout = Timeout.coerce(timeout)
+    endpoint = merged.pop("endpoint", None)
+    if endpoint not in (None, "text", "multimodal"):
+        raise ValueError(f"endpoint must be 'text', 'multimodal' or None, not {endpoint!r}")
     extra_body = merged.pop("extra_body", None)
     checked_messages = [_check_message(i, m) for i, m in enumerate(messages)]
     if not checked_messages:
@@ -121,7 +125,7 @@ def prepare_request(
     choices = parameters.get("n", 1)
     return PreparedRequest(
         model=model,
-        path=MULTIMODAL_PATH if _is_multimodal(model, checked_messages) else TEXT_PATH,
+        path=_path(endpoint, model, checked_messages),
         body=encoded,
         incremental=parameters.get("incremental_output", False) is not False,
         choices=choices if isinstance(choices, int) and choices > 0 else 1,
@@ -176,10 +180,8 @@ def _check_message(position: int, message: Any) -> dict[str, Any]:
     if content is None:
         if role != "assistant" or not message.get("tool_calls"):
             raise ValueError(f"{where} has no content")
-    elif isinstance(content, list):
-        for part in content:
-            if not isinstance(part, Mapping) or not part:
-                raise ValueError(f"{where} has a content part that is not a non-empty mapping")
+    elif isinstance(content, list | tuple):
+        return {**message, "content": normalize_parts(f"{where}.content", content)}
     elif not isinstance(content, str):
         raise ValueError(
             f"{where} content must be a str or a list of parts, not {type(content).__name__}"
@@ -187,18 +189,18 @@ def _check_message(position: int, message: Any) -> dict[str, Any]:
     return dict(message)
 
 
-def _is_multimodal(model: str, messages: list[dict[str, Any]]) -> bool:
-    """PROTOCOL.md's routing rule: media parts, or a vision/audio/omni model name."""
+def _path(endpoint: str | None, model: str, messages: list[dict[str, Any]]) -> str:
+    """``endpoint`` if given, else PROTOCOL.md's rule: media parts or a vision/audio/omni model."""
+    if endpoint is not None:
+        return MULTIMODAL_PATH if endpoint == "multimodal" else TEXT_PATH
     name = model.lower()
     if "-vl" in name or name.startswith("qvq") or "omni" in name or "-audio" in name:
-        return True
+        return MULTIMODAL_PATH
     for message in messages:
         content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(part, Mapping) and MEDIA_KEYS & part.keys() for part in content
-        ):
-            return True
-    return False
+        if isinstance(content, list) and has_media(content):
+            return MULTIMODAL_PATH
+    return TEXT_PATH
 
 
 def _number(name: str, value: Any, *, integer: bool = False) -> float:

@@ -1,0 +1,151 @@
+"""Multimodal content parts: local files and bytes become data URLs (no network).
+
+DashScope's native multimodal content is a list of one-key parts such as
+``{"image": "https://..."}`` or ``{"text": "..."}``.  URLs (``http(s)://``,
+``data:``, ``oss://``) pass through; a local path, ``file://`` URL,
+``pathlib.Path`` or ``bytes`` is read and sent inline as a base64 ``data:``
+URL, where the official SDK would upload it to temporary storage first.
+OpenAI-style parts (``{"type": "image_url", ...}``) are translated.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["MAX_INLINE_BYTES", "MEDIA_KEYS", "has_media", "normalize_parts"]
+
+MEDIA_KEYS = ("image", "video", "audio")
+#: Inline media larger than this is refused (DashScope caps base64 input near 10 MB).
+MAX_INLINE_BYTES = 10 * 1024 * 1024
+_PASS_THROUGH = ("http://", "https://", "data:", "oss://")
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"ID3", "audio/mpeg"),
+    (b"\xff\xfb", "audio/mpeg"),
+    (b"fLaC", "audio/flac"),
+    (b"OggS", "audio/ogg"),
+)
+
+
+def normalize_parts(where: str, parts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Check a content list and inline its local media.
+
+    :raises ValueError: for unknown part shapes, missing files or oversized media.
+    """
+    normalized = []
+    for position, part in enumerate(parts):
+        label = f"{where}[{position}]"
+        if not isinstance(part, Mapping) or not part:
+            raise ValueError(f"{label} must be a non-empty mapping such as {{'text': '...'}}")
+        part = _from_openai_style(label, part)
+        converted: dict[str, Any] = {}
+        for key, value in part.items():
+            if key in MEDIA_KEYS:
+                if key == "video" and isinstance(value, list | tuple):
+                    converted[key] = [_media(f"{label}.video", key, v) for v in value]
+                else:
+                    converted[key] = _media(label, key, value)
+            elif key == "text" and not isinstance(value, str):
+                raise ValueError(f"{label} text must be a str")
+            else:
+                converted[key] = value
+        normalized.append(converted)
+    return normalized
+
+
+def has_media(parts: Sequence[Mapping[str, Any]]) -> bool:
+    return any(key in part for part in parts for key in MEDIA_KEYS)
+
+
+def _from_openai_style(label: str, part: Mapping[str, Any]) -> Mapping[str, Any]:
+    kind = part.get("type")
+    if kind is None:
+        return part
+    if kind == "text":
+        return {"text": part.get("text", "")}
+    for openai_key, key in (
+        ("image_url", "image"),
+        ("input_audio", "audio"),
+        ("video_url", "video"),
+    ):
+        if kind == openai_key:
+            inner = part.get(openai_key)
+            url = inner.get("url", inner.get("data")) if isinstance(inner, Mapping) else inner
+            if url is None:
+                raise ValueError(f"{label} has no {openai_key} url")
+            return {key: url}
+    raise ValueError(f"{label} has an unsupported part type {kind!r}")
+
+
+def _media(label: str, key: str, value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        return _data_url(label, data, _sniff(data) or _unknown_type(label, key))
+    if isinstance(value, os.PathLike):
+        return _read_file(label, key, Path(value))
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{label} {key} must be a URL, a path or bytes, not {type(value).__name__}"
+        )
+    if value.startswith(_PASS_THROUGH):
+        return value
+    if value.startswith("file://"):
+        return _read_file(label, key, Path(unquote(urlsplit(value).path)))
+    path = Path(value).expanduser()
+    if path.is_file():
+        return _read_file(label, key, path)
+    raise ValueError(
+        f"{label} {key} is neither an http(s)/data/oss URL nor an existing file: {value!r}"
+    )
+
+
+def _read_file(label: str, key: str, path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_INLINE_BYTES:
+            raise ValueError(_too_big(label, size))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{label} {key} file cannot be read: {exc}") from None
+    mime = mimetypes.guess_type(path.name)[0] or _sniff(data) or _unknown_type(label, key)
+    return _data_url(label, data, mime)
+
+
+def _data_url(label: str, data: bytes, mime: str) -> str:
+    if len(data) > MAX_INLINE_BYTES:
+        raise ValueError(_too_big(label, len(data)))
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _sniff(data: bytes) -> str | None:
+    for magic, mime in _MAGIC:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data[4:8] == b"ftyp":
+        return "video/mp4"
+    return None
+
+
+def _unknown_type(label: str, key: str) -> NoReturn:
+    raise ValueError(
+        f"{label}: cannot tell the type of these {key} bytes; pass a file path or a "
+        "data: URL with its MIME type"
+    )
+
+
+def _too_big(label: str, size: int) -> str:
+    return f"{label} is {size} bytes; inline media is limited to {MAX_INLINE_BYTES} bytes"
