@@ -109,6 +109,7 @@ class TongyiLLMClient:
         self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}
         self._pools_lock = threading.Lock()
         self._loop_thread = LoopThread(executor)
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def _build_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -251,8 +252,11 @@ class TongyiLLMClient:
     def sync_generate(self, request: RequestLike, **params: Unpack[GenerateParams]) -> ModelOutput:
         """The final :class:`ModelOutput` of a call, from synchronous code."""
         self._check_sync_use()
-        prepared = self._prepare(request, params)
-        return self._loop_thread.call(self._drain, prepared)
+        last: ModelOutput | None = None
+        for last in self._iterate_sync(self._prepare(request, params)):  # noqa: B007
+            pass
+        assert last is not None  # a complete stream always ends with a finish frame
+        return last
 
     def close(self) -> None:
         """Close every connection pool and stop the loop thread (idempotent)."""
@@ -264,7 +268,9 @@ class TongyiLLMClient:
         for pool in self._take_pools():
             if pool.loop is running:
                 # Inside a coroutine we cannot wait: let that loop finish the job.
-                pool.loop.create_task(pool.aclose())
+                task = pool.loop.create_task(pool.aclose())
+                self._closing.add(task)  # the loop keeps only a weak reference
+                task.add_done_callback(self._closing.discard)
             elif pool.loop.is_running() and not pool.loop.is_closed():
                 self._close_elsewhere(pool).result(timeout=10)
         self._loop_thread.stop(timeout=10)
@@ -318,14 +324,6 @@ class TongyiLLMClient:
 
     async def _open_stream(self, prepared: PreparedRequest) -> Stream:
         return Stream(self, prepared)
-
-    async def _drain(self, prepared: PreparedRequest) -> ModelOutput:
-        last: ModelOutput | None = None
-        async with Stream(self, prepared) as stream:
-            async for output in stream:
-                last = output
-        assert last is not None
-        return last
 
     async def _acquire_pool(self) -> Pool:
         """This loop's pool, created on first use; the caller's session if one was given."""

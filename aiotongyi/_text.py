@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 __all__ = ["TextBuffer"]
 
 
@@ -10,19 +12,18 @@ class TextBuffer:
 
     Outputs keep ``(buffer, length)``; :meth:`upto` joins the pending parts
     once and slices, so a stream whose caller reads only deltas (or only the
-    last output) costs O(answer) instead of O(frames x answer).
+    last output) costs O(answer) instead of O(frames x answer).  The sync
+    bridge reads outputs on another thread while the loop appends, hence the
+    lock (uncontended, it costs far less than the frame it guards).
     """
 
-    __slots__ = ("_joined", "_pending", "length")
+    __slots__ = ("_joined", "_lock", "_pending", "length")
 
     def __init__(self) -> None:
         self._joined = ""
         self._pending: list[str] = []
+        self._lock = threading.Lock()
         self.length = 0
-
-    def append(self, part: str) -> None:
-        self._pending.append(part)
-        self.length += len(part)
 
     @classmethod
     def of(cls, snapshot: str) -> TextBuffer:
@@ -32,9 +33,15 @@ class TextBuffer:
         buffer.length = len(snapshot)
         return buffer
 
+    def append(self, part: str) -> None:
+        with self._lock:
+            self._pending.append(part)
+            self.length += len(part)
+
     def upto(self, length: int) -> str:
-        if self._pending:
-            self._joined += "".join(self._pending)
-            self._pending = []
-        joined = self._joined
+        with self._lock:
+            if self._pending:
+                self._joined += "".join(self._pending)
+                self._pending.clear()
+            joined = self._joined
         return joined if length == len(joined) else joined[:length]
