@@ -44,13 +44,11 @@ class Accumulator:
 
     :param model: the model name put on every output.
     :param incremental: whether frames hold increments (else snapshots).
-    :param choices: how many choices must finish before the answer is complete.
     :param request_id: fallback request id (the ``x-request-id`` header).
     """
 
     __slots__ = (
         "_choices",
-        "_expected",
         "_incremental",
         "_model",
         "_usage",
@@ -64,12 +62,10 @@ class Accumulator:
         model: str,
         *,
         incremental: bool = True,
-        choices: int = 1,
         request_id: str | None = None,
     ) -> None:
         self._model = model
         self._incremental = incremental
-        self._expected = choices
         self._choices: dict[int, _Choice] = {}
         self._usage: Usage | None = None
         self._usage_raw: dict[str, Any] | None = None
@@ -79,9 +75,10 @@ class Accumulator:
 
     @property
     def is_complete(self) -> bool:
-        """Whether every expected choice has a finish reason."""
-        finished = sum(1 for c in self._choices.values() if c.finish_reason is not None)
-        return finished >= self._expected and finished == len(self._choices)
+        """Whether every choice seen has a finish reason."""
+        # Not n: a model may ignore n and answer with one choice, which is complete.
+        choices = self._choices.values()
+        return bool(choices) and all(c.finish_reason is not None for c in choices)
 
     def add_event(self, event: SSEEvent) -> list[ModelOutput]:
         """Outputs for one SSE event; raises the error an ``event:error`` carries."""

@@ -70,7 +70,6 @@ class PreparedRequest:
     path: str
     body: bytes
     incremental: bool
-    choices: int
     timeout: Timeout | None  # None: the client's default
 
 
@@ -122,13 +121,11 @@ def prepare_request(
         ).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the request cannot be encoded as JSON: {exc}") from None
-    choices = parameters.get("n", 1)
     return PreparedRequest(
         model=model,
         path=_path(endpoint, model, checked_messages),
         body=encoded,
         incremental=parameters.get("incremental_output", False) is not False,
-        choices=choices if isinstance(choices, int) and choices > 0 else 1,
         timeout=timeout,
     )
 

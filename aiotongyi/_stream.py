@@ -106,7 +106,7 @@ class Stream:
         attempt = 0
         while True:
             accumulator = self._accumulator = Accumulator(
-                request.model, incremental=request.incremental, choices=request.choices
+                request.model, incremental=request.incremental
             )
             try:
                 # aclosing: an outer generator's close does not close the inner one

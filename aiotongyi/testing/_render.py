@@ -63,7 +63,10 @@ def render(reply: Reply, exchange: Exchange) -> Rendered:
         "X-Request-Id": request_id,
         "X-DashScope-Finished": "false" if stream else "true",
     }
-    headers.update(reply.headers)
+    for name, value in reply.headers.items():  # a scripted header replaces ours, whatever its case
+        for existing in [key for key in headers if key.lower() == name.lower()]:
+            del headers[existing]
+        headers[name] = value
     return Rendered(status=status, headers=headers, frames=frames, chunked=stream)
 
 

@@ -1,0 +1,1 @@
+"""Differential conformance against the official dashscope SDK (issue 5)."""
