@@ -263,18 +263,22 @@ class Accumulator:
         if usage == self._usage_raw:  # unchanged since the last frame
             return
         self._usage_raw = usage
-        prompt = usage.get("input_tokens", usage.get("prompt_tokens", 0))
-        completion = usage.get("output_tokens", usage.get("completion_tokens", 0))
+        prompt = usage.get("input_tokens")
+        if prompt is None:
+            prompt = usage.get("prompt_tokens", 0)
+        completion = usage.get("output_tokens")
+        if completion is None:
+            completion = usage.get("completion_tokens", 0)
+        if type(prompt) is not int or type(completion) is not int:
+            prompt, completion = _int(prompt), _int(completion)
         total = usage.get("total_tokens")
-        output_details = usage.get("output_tokens_details")
-        prompt_details = usage.get("prompt_tokens_details")
-        self._usage = Usage(
-            prompt_tokens=_int(prompt),
-            completion_tokens=_int(completion),
-            total_tokens=_int(total) if total is not None else _int(prompt) + _int(completion),
-            reasoning_tokens=_detail(output_details, "reasoning_tokens"),
-            cached_tokens=_detail(prompt_details, "cached_tokens"),
-        )
+        if total is None:
+            total = prompt + completion
+        elif type(total) is not int:
+            total = _int(total)
+        reasoning = _detail(usage.get("output_tokens_details"), "reasoning_tokens")
+        cached = _detail(usage.get("prompt_tokens_details"), "cached_tokens")
+        self._usage = Usage._of(prompt, completion, total, reasoning, cached)
 
     def _error(self, payload: Mapping[str, object], status: int | None) -> APIError:
         return error_from_payload(payload, status, self.request_id, self.last)

@@ -51,7 +51,7 @@ class Timeout:
         return cls(total=float(value))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Usage:
     """Token counts of a call (running totals; the last frame's win).
 
@@ -64,6 +64,30 @@ class Usage:
     total_tokens: int = 0
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
+
+    @classmethod
+    def _of(
+        cls,
+        prompt_tokens: int,
+        completion_tokens: int,
+        total_tokens: int,
+        reasoning_tokens: int | None,
+        cached_tokens: int | None,
+    ) -> Usage:
+        """Build without the frozen ``__init__`` (once per frame whose counts changed)."""
+        usage = object.__new__(cls)
+        object.__setattr__(
+            usage,
+            "__dict__",
+            {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": total_tokens,
+                "reasoning_tokens": reasoning_tokens,
+                "cached_tokens": cached_tokens,
+            },
+        )
+        return usage
 
     def to_dict(self) -> dict[str, int]:
         """The three OpenAI-style keys DB-GPT's metrics read."""

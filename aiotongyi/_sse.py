@@ -21,6 +21,7 @@ MAX_EVENT_BYTES = 64 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _STATUS_COMMENT = b":HTTP_STATUS/"
 _EVENT_NAMES = {b"result": "result", b"error": "error"}
+_KNOWN_STATUS = {b":HTTP_STATUS/200": 200}  # the comment on nearly every frame
 
 
 class SSEProtocolError(ValueError):
@@ -118,7 +119,8 @@ class SSEDecoder:
                 self._dispatch(events)
             elif line[0] == 0x3A:  # ":" starts a comment
                 if line.startswith(_STATUS_COMMENT):
-                    self._status = _parse_status(line[len(_STATUS_COMMENT) :])
+                    status = _KNOWN_STATUS.get(line)
+                    self._status = status or _parse_status(line[len(_STATUS_COMMENT) :])
             else:
                 name, _, value = line.partition(b":")
                 if value[:1] == b" ":
