@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from concurrent.futures import Future as ConcurrentFuture
@@ -31,6 +34,19 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["TongyiLLMClient"]
+
+logger = logging.getLogger("aiotongyi")
+
+# Clients not closed yet, so that exit can release pools on idle loops (a
+# script that used loop.run_until_complete and never closed anything).
+_open_clients: weakref.WeakSet[TongyiLLMClient] = weakref.WeakSet()
+
+
+@atexit.register
+def _release_open_clients() -> None:
+    for client in list(_open_clients):
+        client._release_at_exit()
+
 
 _MISSING_KEY = (
     "no DashScope API key: pass api_key= or set the DASHSCOPE_API_KEY environment variable"
@@ -111,6 +127,7 @@ class TongyiLLMClient:
         self._loop_thread = LoopThread(executor)
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        _open_clients.add(self)
 
     def _build_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {
@@ -214,9 +231,12 @@ class TongyiLLMClient:
     async def aclose(self) -> None:
         """Close every connection pool and stop the sync bridge's thread (idempotent)."""
         self._closed = True
+        _open_clients.discard(self)
         running = asyncio.get_running_loop()
         for pool in self._take_pools():
-            if pool.loop is running:
+            if pool.loop.is_closed():
+                pool.close_dead()
+            elif pool.loop is running:
                 await pool.aclose()
             else:
                 await asyncio.wrap_future(self._close_elsewhere(pool))
@@ -261,12 +281,15 @@ class TongyiLLMClient:
     def close(self) -> None:
         """Close every connection pool and stop the loop thread (idempotent)."""
         self._closed = True
+        _open_clients.discard(self)
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         for pool in self._take_pools():
-            if pool.loop is running:
+            if pool.loop.is_closed():
+                pool.close_dead()
+            elif pool.loop is running:
                 # Inside a coroutine we cannot wait: let that loop finish the job.
                 task = pool.loop.create_task(pool.aclose())
                 self._closing.add(task)  # the loop keeps only a weak reference
@@ -340,10 +363,29 @@ class TongyiLLMClient:
                 )
             pool = Pool(loop, self._session, owns_session=False, on_closed=self._forget_pool)
         else:
+            self._close_dead_pools()
             pool = await Pool.create(self.max_connections, self._forget_pool)
         with self._pools_lock:
             self._pools[loop] = pool
         return pool
+
+    def _close_dead_pools(self) -> None:
+        with self._pools_lock:
+            dead = [pool for pool in self._pools.values() if pool.loop.is_closed()]
+        for pool in dead:
+            pool.close_dead()
+            self._forget_pool(pool)
+
+    def _release_at_exit(self) -> None:
+        """Interpreter exit: close pools on loops that are idle or already closed."""
+        for pool in self._take_pools():
+            if pool.loop.is_closed():
+                pool.close_dead()
+            elif not pool.loop.is_running():
+                try:
+                    pool.loop.run_until_complete(pool.aclose())
+                except Exception:  # exiting anyway; never print a traceback here
+                    logger.debug("closing a pool at exit failed", exc_info=True)
 
     def _forget_pool(self, pool: Pool) -> None:
         with self._pools_lock:

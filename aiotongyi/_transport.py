@@ -75,6 +75,26 @@ class Pool:
         else:
             await self._shutdown()
 
+    def close_dead(self) -> None:
+        """Close a pool whose loop was closed without ``shutdown_asyncgens()``.
+
+        On a closed loop aiohttp's close path never suspends, so the guard can
+        be run to completion right here; that also keeps its finaliser from
+        being scheduled on the dead loop (an "Exception ignored" at exit).
+        """
+        if self._guard is None:
+            return
+        closer = self._guard.aclose()
+        self._guard = None
+        try:
+            closer.send(None)
+        except StopIteration:
+            pass
+        except Exception:  # best effort on a dead loop; nothing left to protect
+            logger.debug("closing a pool of a closed event loop failed", exc_info=True)
+        else:
+            closer.close()
+
     async def _shutdown(self) -> None:
         if self.is_closed:
             return

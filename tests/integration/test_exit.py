@@ -52,3 +52,33 @@ def test_exit_without_close_is_clean(
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     assert result.stderr == ""
+
+
+OLD_STYLE = """
+import asyncio, sys
+from aiotongyi import TongyiLLMClient
+client = TongyiLLMClient(api_key="k", base_url=sys.argv[1])
+loop = asyncio.new_event_loop()
+print(loop.run_until_complete(client.generate("x")).text)
+if sys.argv[2] == "close-loop":
+    loop.close()  # without shutdown_asyncgens(): the pool is released on the next use
+    print(asyncio.run(client.generate("y")).text)
+# else: the loop stays open and idle until exit
+"""
+
+
+@pytest.mark.parametrize("mode", ["idle-loop", "close-loop"])
+def test_loops_left_open_or_closed_abruptly_leave_no_output(
+    dashscope_emulator: DashScopeEmulator, mode: str
+) -> None:
+    dashscope_emulator.enqueue(Reply(text=["a"]), Reply(text=["b"]))
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(OLD_STYLE), dashscope_emulator.base_url, mode],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("a\nb\n" if mode == "close-loop" else "a\n")
+    assert result.stderr == ""
