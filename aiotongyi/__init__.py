@@ -1,9 +1,9 @@
 """aiotongyi: an asyncio-native streaming client for Alibaba DashScope (Tongyi / Qwen).
 
->>> from aiotongyi import TongyiLLMClient
->>> client = TongyiLLMClient(model="qwen-plus")  # key from DASHSCOPE_API_KEY
-
-See ``API.md``-derived docs for the full contract.
+``TongyiLLMClient`` streams chat answers as immutable ``ModelOutput`` objects,
+from async code (``generate_stream``, ``generate``) or sync code
+(``sync_generate_stream``, ``sync_generate``); every failure raises a
+``TongyiError`` subclass.  ``aiotongyi.testing`` ships a DashScope emulator.
 """
 
 from ._client import TongyiLLMClient

@@ -337,7 +337,7 @@ class TongyiLLMClient:
         portal = self._loop_thread.portal()
         stream: Stream = portal.call(self._open_stream, prepared)
         assert self._loop_thread.loop is not None
-        prefetcher = Prefetcher(self._loop_thread.loop, stream.batches())
+        prefetcher = Prefetcher(self._loop_thread.loop, stream._iter_batches())
         try:
             yield from prefetcher
         finally:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["MAX_INLINE_BYTES", "MEDIA_KEYS", "has_media", "normalize_parts"]
+__all__ = ["MAX_INLINE_BYTES", "MEDIA_KEYS", "has_media", "normalize_parts", "uses_oss"]
 
 MEDIA_KEYS = ("image", "video", "audio")
 #: Inline media larger than this is refused (DashScope caps base64 input near 10 MB).
 MAX_INLINE_BYTES = 10 * 1024 * 1024
 _PASS_THROUGH = ("http://", "https://", "data:", "oss://")
+_MIME_ALIASES = {"audio/x-wav": "audio/wav"}  # the registered name, not the legacy one
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -67,6 +68,17 @@ def has_media(parts: Sequence[Mapping[str, Any]]) -> bool:
     return any(key in part for part in parts for key in MEDIA_KEYS)
 
 
+def uses_oss(parts: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a part points at ``oss://`` (temporary storage the service must resolve)."""
+    for part in parts:
+        for key in MEDIA_KEYS:
+            value = part.get(key)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and v.startswith("oss://") for v in values):
+                return True
+    return False
+
+
 def _from_openai_style(label: str, part: Mapping[str, Any]) -> Mapping[str, Any]:
     kind = part.get("type")
     if kind is None:
@@ -100,7 +112,11 @@ def _media(label: str, key: str, value: Any) -> str:
     if value.startswith(_PASS_THROUGH):
         return value
     if value.startswith("file://"):
-        return _read_file(label, key, Path(unquote(urlsplit(value).path)))
+        parts = urlsplit(value)
+        # "file://cat.png" (DashScope's own examples) and "file://D:/x.png" put part
+        # of the path in the host; only "file:///x" and "file://localhost/x" do not.
+        host = "" if parts.netloc in ("", "localhost") else parts.netloc
+        return _read_file(label, key, Path(unquote(host + parts.path)))
     path = Path(value).expanduser()
     if path.is_file():
         return _read_file(label, key, path)
@@ -118,6 +134,7 @@ def _read_file(label: str, key: str, path: Path) -> str:
     except OSError as exc:
         raise ValueError(f"{label} {key} file cannot be read: {exc}") from None
     mime = mimetypes.guess_type(path.name)[0] or _sniff(data) or _unknown_type(label, key)
+    mime = _MIME_ALIASES.get(mime, mime)
     return _data_url(label, data, mime)
 
 

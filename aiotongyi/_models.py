@@ -111,6 +111,15 @@ class ToolCall:
     arguments: str
     type: str = "function"
 
+    def to_dict(self) -> dict[str, object]:
+        """The wire form, for the assistant turn of a tool round trip."""
+        return {
+            "index": self.index,
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
 
 @dataclass(frozen=True)
 class ModelOutput:
@@ -192,6 +201,17 @@ class ModelOutput:
             },
         )
         return output
+
+    def to_message(self) -> dict[str, object]:
+        """This answer as an assistant message, ready to append to the conversation.
+
+        Carries ``tool_calls`` when the model asked for tools, so the next
+        request can follow it with ``{"role": "tool", ...}`` results.
+        """
+        message: dict[str, object] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        return message
 
     def parse_json(self) -> object:
         """The answer parsed as JSON (for ``response_format={"type": "json_object"}``).

@@ -9,12 +9,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from ._config import MULTIMODAL_PATH, TEXT_PATH
-from ._media import has_media, normalize_parts
+from ._media import has_media, normalize_parts, uses_oss
 from ._models import ModelRequest, Timeout
 
 __all__ = ["GenerateParams", "PreparedRequest", "RequestLike", "prepare_request"]
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
+# oss:// URLs from DashScope's upload service resolve only when the request says so.
+_OSS_HEADERS = {"X-DashScope-OssResourceResolve": "enable"}
 
 
 @runtime_checkable
@@ -71,6 +73,7 @@ class PreparedRequest:
     body: bytes
     incremental: bool
     timeout: Timeout | None  # None: the client's default
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per request
 
 
 def prepare_request(
@@ -126,6 +129,7 @@ def prepare_request(
         path=_path(endpoint, model, checked_messages),
         body=encoded,
         incremental=parameters.get("incremental_output", False) is not False,
+        headers=_OSS_HEADERS if _uses_oss(checked_messages) else {},
         timeout=timeout,
     )
 
@@ -184,6 +188,13 @@ def _check_message(position: int, message: Any) -> dict[str, Any]:
             f"{where} content must be a str or a list of parts, not {type(content).__name__}"
         )
     return dict(message)
+
+
+def _uses_oss(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(message.get("content"), list) and uses_oss(message["content"])
+        for message in messages
+    )
 
 
 def _path(endpoint: str | None, model: str, messages: list[dict[str, Any]]) -> str:

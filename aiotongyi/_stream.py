@@ -66,7 +66,7 @@ class Stream:
             pending.extend(await self._batches.__anext__())
         return pending.popleft()
 
-    async def batches(self) -> AsyncGenerator[list[ModelOutput], None]:
+    async def _iter_batches(self) -> AsyncGenerator[list[ModelOutput], None]:
         """The outputs grouped by the chunk they were decoded from (for the sync bridge).
 
         Closing this generator closes the stream.
@@ -148,7 +148,9 @@ class Stream:
             pool,
             client._url(self._request.path),
             self._request.body,
-            client._headers,
+            {**client._headers, **self._request.headers}
+            if self._request.headers
+            else client._headers,
             timeout=self._request.timeout or client.timeout,
             remaining=remaining,
             proxy=client._proxy,

@@ -88,6 +88,30 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "PROTOCOL.md: those models live on the multimodal path; the text path answers `url error`.",
     ),
     Difference(
+        "local-media-inline",
+        "request",
+        "a local path or `file://` URL in a media part is uploaded to OSS (getPolicy, then a "
+        "POST to OSS) and sent as `oss://...` with `X-DashScope-OssResourceResolve: enable`",
+        "the file is read and sent inline as `data:<mime>;base64,...` (10 MiB cap), no header",
+        "No blocking side uploads or extra round trips from an asyncio client; PROTOCOL.md "
+        "allows data URIs. The tests decode the data URL and compare MIME type and bytes.",
+    ),
+    Difference(
+        "media-bytes-and-paths",
+        "request",
+        "media values must be str: `bytes` and `pathlib.Path` raise (legacy TypeError/"
+        "AttributeError, v2 ValidationError)",
+        "`bytes` (type sniffed) and `os.PathLike` are accepted and inlined as data URLs",
+        "Issue 9 asks for bytes and paths; the SDK is given the equivalent str to compare.",
+    ),
+    Difference(
+        "openai-style-parts",
+        "request",
+        "legacy `MultiModalConversation` forwards `{'type': 'image_url', ...}` parts verbatim",
+        "translated to native one-key parts (`{'image': url}`), as v2 does",
+        "The native wire only knows one-key parts; compared against v2 only.",
+    ),
+    Difference(
         "error-class-granularity",
         "response",
         "PermissionDeniedError (403), ContentFilterError, InternalServerError, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -309,3 +310,49 @@ def load_plain() -> Any:
     from ._transcripts import load
 
     return load("plain_text")
+
+
+# ---- multimodal: the legacy MultiModalConversation and OSS uploads -----------------
+
+#: Where the faked OSS upload says a local file went: ``FAKE_OSS + basename``.
+FAKE_OSS = "oss://conformance-uploads/"
+
+
+def legacy_multimodal_call(**kwargs: Any) -> Iterator[Any]:
+    """``MultiModalConversation.call(stream=True, ...)``: an iterator of responses."""
+    return _LEGACY.MultiModalConversation.call(**kwargs)  # type: ignore[no-any-return]
+
+
+async def legacy_multimodal_acall(**kwargs: Any) -> AsyncIterator[Any]:
+    """``AioMultiModalConversation.call(stream=True, ...)``: an async iterator."""
+    return await _LEGACY.AioMultiModalConversation.call(**kwargs)  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def fake_oss_uploads() -> Iterator[list[str]]:
+    """Replace the SDK's OSS uploader (legacy and v2 share it); yield the uploaded paths.
+
+    The real one asks ``/uploads?action=getPolicy`` for a certificate, then
+    POSTs the file to OSS: nothing of that may leave the machine.
+    """
+    from dashscope.utils.oss_utils import OssUtils
+
+    uploaded: list[str] = []
+
+    def upload(
+        cls: type, /, model: str, file_path: str, api_key: str | None = None, **kwargs: Any
+    ) -> tuple[str, dict[str, str]]:
+        uploaded.append(file_path)
+        return FAKE_OSS + os.path.basename(file_path), {"fake": "certificate"}
+
+    def no_certificate(cls: type, /, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the SDK asked for an OSS upload certificate")
+
+    # Seen through Any: the stubs' signatures are not what is being replaced here.
+    oss: Any = OssUtils
+    saved = oss.__dict__["upload"], oss.__dict__["get_upload_certificate"]
+    oss.upload, oss.get_upload_certificate = classmethod(upload), classmethod(no_certificate)
+    try:
+        yield uploaded
+    finally:
+        oss.upload, oss.get_upload_certificate = saved

@@ -99,3 +99,29 @@ def test_text_only_parts_stay_on_the_text_endpoint_unless_told() -> None:
     assert sent("hi", model="qwen-vl-max", endpoint="text")[0] == TEXT_PATH
     with pytest.raises(ValueError, match="endpoint"):
         sent("hi", endpoint="vision")
+
+
+def test_file_urls_with_the_path_in_the_host_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cat.png").write_bytes(PNG)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "dog.png").write_bytes(PNG)
+    for url in ("file://cat.png", "file://img/dog.png", f"file://localhost{tmp_path}/cat.png"):
+        (part,) = normalize_parts("c", [{"image": url}])
+        assert part["image"].startswith("data:image/png;base64,"), url
+
+
+def test_oss_urls_ask_the_service_to_resolve_them() -> None:
+    prepared = prepare_request(
+        user({"image": "oss://bucket/x.png"}, {"text": "?"}),
+        {},
+        default_model="qwen-vl-max",
+        model_alias=None,
+    )
+    assert prepared.headers == {"X-DashScope-OssResourceResolve": "enable"}
+    plain = prepare_request(
+        user({"image": "https://x/a.png"}), {}, default_model="m", model_alias=None
+    )
+    assert plain.headers == {}

@@ -102,3 +102,22 @@ def test_usage_and_tool_call_are_frozen_values() -> None:
     call = ToolCall(0, "id", "name", "{}")
     with pytest.raises(dataclasses.FrozenInstanceError):
         call.name = "x"  # type: ignore[misc]
+
+
+def test_to_message_builds_the_assistant_turn_of_a_tool_round_trip() -> None:
+    out = ModelOutput(
+        text="", tool_calls=(ToolCall(0, "call_1", "get_weather", '{"city": "杭州"}'),)
+    )
+    assert out.to_message() == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "杭州"}'},
+            }
+        ],
+    }
+    assert ModelOutput(text="hi").to_message() == {"role": "assistant", "content": "hi"}
