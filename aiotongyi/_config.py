@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "qwen-turbo"
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every C0 control but TAB, and DEL
 TEXT_PATH = "/services/aigc/text-generation/generation"
 MULTIMODAL_PATH = "/services/aigc/multimodal-generation/generation"
 
@@ -71,15 +73,14 @@ def resolve_api_key(api_key: str | None) -> str | None:
     if not isinstance(api_key, str):
         raise ValueError(f"api_key must be a string, not {type(api_key).__name__}")
     api_key = api_key.strip()
-    if any(ch in api_key for ch in "\r\n\0"):
-        raise ValueError("api_key must not contain CR, LF or NUL characters")
+    check_header_value("api_key", api_key)
     return api_key or None
 
 
 def check_header_value(name: str, value: str) -> None:
-    """Refuse CR/LF/NUL, which would let a value inject extra HTTP headers."""
-    if any(ch in value for ch in "\r\n\0"):
-        raise ValueError(f"{name} must not contain CR, LF or NUL characters")
+    """Refuse control characters: CR/LF would inject headers, the rest is invalid HTTP."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{name} must not contain control characters (CR, LF, NUL, ...)")
 
 
 def user_agent() -> str:

@@ -41,16 +41,19 @@ class Stream:
     """
 
     def __init__(self, client: TongyiLLMClient, request: PreparedRequest) -> None:
-        self._client = client
         self._request = request
-        self._batches = self._produce()
+        self._progress = _Progress()
+        # The generator must not refer back to the Stream: without that cycle a
+        # dropped Stream is freed at once and its generator's finaliser closes
+        # the response, instead of waiting for the cycle collector.
+        self._batches = _produce(client, request, self._progress)
         self._pending: deque[ModelOutput] = deque()
-        self._accumulator: Accumulator | None = None
 
     @property
     def request_id(self) -> str | None:
         """DashScope's request id, once the response has started."""
-        return None if self._accumulator is None else self._accumulator.request_id
+        accumulator = self._progress.accumulator
+        return None if accumulator is None else accumulator.request_id
 
     @property
     def model(self) -> str:
@@ -96,101 +99,115 @@ class Stream:
     ) -> None:
         await self.aclose()
 
-    async def _produce(self) -> AsyncGenerator[_Batch, None]:
-        client = self._client
-        request = self._request
-        timeout = request.timeout or client.timeout
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout.total is None else loop.time() + timeout.total
-        pool = await client._acquire_pool()
-        attempt = 0
-        while True:
-            accumulator = self._accumulator = Accumulator(
-                request.model, incremental=request.incremental
+
+class _Progress:
+    """What a stream's generator shares with its Stream (the current attempt)."""
+
+    __slots__ = ("accumulator",)
+
+    def __init__(self) -> None:
+        self.accumulator: Accumulator | None = None
+
+
+async def _produce(
+    client: TongyiLLMClient, request: PreparedRequest, progress: _Progress
+) -> AsyncGenerator[_Batch, None]:
+    timeout = request.timeout or client.timeout
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout.total is None else loop.time() + timeout.total
+    pool = await client._acquire_pool()
+    attempt = 0
+    while True:
+        accumulator = progress.accumulator = Accumulator(
+            request.model, incremental=request.incremental
+        )
+        try:
+            # aclosing: an outer generator's close does not close the inner one
+            attempt_batches = _attempt(client, request, pool, accumulator, deadline, attempt)
+            async with aclosing(attempt_batches) as batches:
+                async for batch in batches:
+                    yield batch
+            return
+        except TongyiError as error:
+            if client.is_closed:
+                raise _closed_error(error, accumulator) from error
+            if (
+                accumulator.last is not None
+                or attempt >= client.max_retries
+                or not should_retry(error)
+            ):
+                raise
+            headers = getattr(error, "headers", None)
+            delay = retry_delay(attempt, headers, random.random())
+            if deadline is not None and loop.time() + delay >= deadline:
+                raise
+            logger.debug(
+                "retrying in %.2f s after %s (attempt %d of %d, request_id=%s)",
+                delay,
+                type(error).__name__,
+                attempt + 2,
+                client.max_retries + 1,
+                error.request_id,
             )
-            try:
-                # aclosing: an outer generator's close does not close the inner one
-                async with aclosing(self._attempt(pool, accumulator, deadline, attempt)) as batches:
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
+async def _attempt(
+    client: TongyiLLMClient,
+    request: PreparedRequest,
+    pool: Pool,
+    accumulator: Accumulator,
+    deadline: float | None,
+    attempt: int,
+) -> AsyncGenerator[_Batch, None]:
+    loop = pool.loop
+    remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+    response = await send(
+        pool,
+        client._url(request.path),
+        request.body,
+        {**client._headers, **request.headers} if request.headers else client._headers,
+        timeout=request.timeout or client.timeout,
+        remaining=remaining,
+        proxy=client._proxy,
+        attempt=attempt,
+    )
+    pool.live.add(response)
+    accumulator.request_id = response.headers.get("x-request-id")
+    completed = False
+    try:
+        content_type = response.headers.get("content-type", "")
+        try:
+            if "json" in content_type:
+                batch = await _json_reply(response, accumulator)
+                if batch:
+                    yield batch
+            elif "event-stream" in content_type:
+                async with aclosing(_sse_reply(response, accumulator)) as batches:
                     async for batch in batches:
                         yield batch
-                return
-            except TongyiError as error:
-                if client.is_closed:
-                    raise _closed_error(error, accumulator) from error
-                if (
-                    accumulator.last is not None
-                    or attempt >= client.max_retries
-                    or not should_retry(error)
-                ):
-                    raise
-                headers = getattr(error, "headers", None)
-                delay = retry_delay(attempt, headers, random.random())
-                if deadline is not None and loop.time() + delay >= deadline:
-                    raise
-                logger.debug(
-                    "retrying in %.2f s after %s (attempt %d of %d, request_id=%s)",
-                    delay,
-                    type(error).__name__,
-                    attempt + 2,
-                    client.max_retries + 1,
-                    error.request_id,
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
-
-    async def _attempt(
-        self, pool: Pool, accumulator: Accumulator, deadline: float | None, attempt: int
-    ) -> AsyncGenerator[_Batch, None]:
-        client = self._client
-        loop = pool.loop
-        remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
-        response = await send(
-            pool,
-            client._url(self._request.path),
-            self._request.body,
-            {**client._headers, **self._request.headers}
-            if self._request.headers
-            else client._headers,
-            timeout=self._request.timeout or client.timeout,
-            remaining=remaining,
-            proxy=client._proxy,
-            attempt=attempt,
-        )
-        pool.live.add(response)
-        accumulator.request_id = response.headers.get("x-request-id")
-        completed = False
-        try:
-            content_type = response.headers.get("content-type", "")
-            try:
-                if "json" in content_type:
-                    batch = await _json_reply(response, accumulator)
-                    if batch:
-                        yield batch
-                elif "event-stream" in content_type:
-                    async with aclosing(_sse_reply(response, accumulator)) as batches:
-                        async for batch in batches:
-                            yield batch
-                else:
-                    raise ProtocolError(
-                        f"expected an event stream, got {content_type or 'no content type'!r}",
-                        request_id=accumulator.request_id,
-                    )
-            except TongyiError:
-                raise
-            except TRANSPORT_ERRORS as exc:
-                expired = deadline is not None and loop.time() >= deadline - 0.001
-                raise map_transport_error(
-                    exc, accumulator.last, accumulator.request_id, total_expired=expired
-                ) from exc
-            if not accumulator.is_complete:
-                raise accumulator.interrupted()
-            completed = True
-        finally:
-            pool.live.discard(response)
-            if completed:
-                response.release()
             else:
-                response.close()
+                raise ProtocolError(
+                    f"expected an event stream, got {content_type or 'no content type'!r}",
+                    request_id=accumulator.request_id,
+                )
+        except TongyiError:
+            raise
+        except TRANSPORT_ERRORS as exc:
+            expired = deadline is not None and loop.time() >= deadline - 0.001
+            raise map_transport_error(
+                exc, accumulator.last, accumulator.request_id, total_expired=expired
+            ) from exc
+        if not accumulator.is_complete:
+            raise accumulator.interrupted()
+        completed = True
+    finally:
+        pool.live.discard(response)
+        if completed:
+            response.release()
+        else:
+            response.close()
 
 
 async def _sse_reply(

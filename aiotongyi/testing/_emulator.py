@@ -76,15 +76,21 @@ class DashScopeEmulator:
 
     :param host: the address to bind (a loopback address).
     :param port: the TCP port; ``0`` picks a free one.
+    :param request_log_size: how many requests :attr:`requests` keeps (the newest).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, request_log_size: int = 10_000
+    ) -> None:
         self.host = host
         self.port = port
         self.api_key = API_KEY
         self._lock = threading.Lock()
         self._queue: collections.deque[Reply] = collections.deque()
-        self._requests: list[RecordedRequest] = []
+        # Bounded, so a long-running emulator (a soak, `serve`) does not grow forever.
+        self._requests: collections.deque[RecordedRequest] = collections.deque(
+            maxlen=request_log_size
+        )
         self._connections = 0
         self._open: dict[object, asyncio.Transport] = {}
         self._tasks: set[asyncio.Task[object]] = set()
