@@ -151,6 +151,17 @@ class _Call:
     stop: str | Sequence[str] | None
     enable_thinking: bool | None
 
+    def params(self) -> "aiotongyi.GenerateParams":
+        """The keyword parameters of aiotongyi's generate calls (``None`` is not sent)."""
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "enable_thinking": self.enable_thinking,
+        }
+
 
 class TongyiLLMClient(ProxyLLMClient):  # type: ignore[misc]  # DB-GPT ships no type hints
     """DB-GPT's Tongyi proxy client, on aiotongyi's native DashScope streaming.
@@ -381,15 +392,7 @@ class TongyiLLMClient(ProxyLLMClient):  # type: ignore[misc]  # DB-GPT ships no 
         """
         try:
             call = self._call(request, message_converter)
-            outputs = self._core().sync_generate_stream(
-                call.messages,
-                model=call.model,
-                temperature=call.temperature,
-                top_p=call.top_p,
-                max_tokens=call.max_tokens,
-                stop=call.stop,
-                enable_thinking=call.enable_thinking,
-            )
+            outputs = self._core().sync_generate_stream(call.messages, **call.params())
         except Exception as exc:
             yield _error_output(exc)
             return
@@ -423,15 +426,7 @@ class TongyiLLMClient(ProxyLLMClient):  # type: ignore[misc]  # DB-GPT ships no 
         """
         try:
             call = self._call(request, message_converter)
-            stream = self._core().generate_stream(
-                call.messages,
-                model=call.model,
-                temperature=call.temperature,
-                top_p=call.top_p,
-                max_tokens=call.max_tokens,
-                stop=call.stop,
-                enable_thinking=call.enable_thinking,
-            )
+            stream = self._core().generate_stream(call.messages, **call.params())
         except Exception as exc:
             yield _error_output(exc)
             return
