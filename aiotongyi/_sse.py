@@ -17,6 +17,7 @@ __all__ = ["MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent", "SSEProtocolError"]
 
 #: One event (its data plus the unfinished line) may not grow past this.
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+_STAGE_BYTES = 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
 _STATUS_COMMENT = b":HTTP_STATUS/"
@@ -45,8 +46,11 @@ class SSEDecoder:
         "_event",
         "_id",
         "_max_event_bytes",
+        "_parts",
+        "_parts_size",
         "_size",
         "_skip_lf",
+        "_stage_bytes",
         "_started",
         "_status",
         "_tail",
@@ -54,7 +58,13 @@ class SSEDecoder:
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._max_event_bytes = max_event_bytes
-        self._tail = bytearray()  # an unfinished line
+        # An unfinished line: small pieces gather in a bytearray; past 1 MiB it is
+        # frozen into _parts, so a huge line never reallocates (and copies) one
+        # ever-growing buffer, which would double its memory at the wrong time.
+        self._tail = bytearray()
+        self._parts: list[bytes] = []
+        self._parts_size = 0
+        self._stage_bytes = min(_STAGE_BYTES, max_event_bytes)
         self._skip_lf = False  # the last chunk ended in CR: a leading LF is its CRLF
         self._started = False  # a BOM is only stripped from the very first line
         self._event = b""
@@ -76,13 +86,11 @@ class SSEDecoder:
         if last_break < 0:  # inlined _grow_tail: the hot path of a huge line in tiny reads
             tail = self._tail
             tail += chunk
-            if len(tail) + self._size > self._max_event_bytes:
-                self._too_big()
+            if len(tail) >= self._stage_bytes:
+                self._spill()
             return []
-        if self._tail:
-            self._tail += chunk[:last_break]
-            block = bytes(self._tail)
-            self._tail.clear()
+        if self._tail or self._parts:
+            block = self._take_line(chunk[:last_break])
         else:
             block = chunk[:last_break]
         events: list[SSEEvent] = []
@@ -94,17 +102,39 @@ class SSEDecoder:
     def flush(self) -> list[SSEEvent]:
         """End of stream: dispatch a pending event even without its blank line."""
         events: list[SSEEvent] = []
-        if self._tail:
-            line = bytes(self._tail)
-            self._tail.clear()
-            self._lines([line], events)
+        if self._tail or self._parts:
+            self._lines([self._take_line(b"")], events)
         self._dispatch(events)
         return events
 
     def _grow_tail(self, part: bytes) -> None:
         self._tail += part
-        if len(self._tail) + self._size > self._max_event_bytes:
+        if len(self._tail) >= self._stage_bytes:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Freeze the staged bytes of a long line (and enforce the event cap)."""
+        self._parts.append(bytes(self._tail))
+        self._parts_size += len(self._tail)
+        self._tail.clear()
+        if self._parts_size + self._size > self._max_event_bytes:
             self._too_big()
+
+    def _take_line(self, end: bytes) -> bytes:
+        """The unfinished line plus ``end``; the tail is empty afterwards."""
+        tail = self._tail
+        if self._parts:
+            parts = self._parts
+            parts.append(bytes(tail))
+            parts.append(end)
+            line = b"".join(parts)
+            parts.clear()
+            self._parts_size = 0
+        else:
+            tail += end
+            line = bytes(tail)
+        tail.clear()
+        return line
 
     def _too_big(self) -> None:
         raise SSEProtocolError(f"an SSE event grew past {self._max_event_bytes} bytes")
