@@ -19,6 +19,7 @@ from ._config import (
     DEFAULT_MODEL,
     check_header_value,
     mask_key,
+    proxy_from_environment,
     resolve_api_key,
     resolve_base_url,
     user_agent,
@@ -119,7 +120,7 @@ class TongyiLLMClient:
         self.max_connections = max_connections
         if proxy is not None:
             check_header_value("proxy", proxy)
-        self._proxy = proxy
+        self._proxy = proxy if proxy is not None else proxy_from_environment(self._base_url)
         self._headers = self._build_headers(headers)
         self._session = session
         self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ __all__ = [
     "TEXT_PATH",
     "check_header_value",
     "mask_key",
+    "proxy_from_environment",
     "resolve_api_key",
     "resolve_base_url",
     "user_agent",
@@ -81,6 +83,19 @@ def check_header_value(name: str, value: str) -> None:
     """Refuse control characters: CR/LF would inject headers, the rest is invalid HTTP."""
     if _CONTROL.search(value):
         raise ValueError(f"{name} must not contain control characters (CR, LF, NUL, ...)")
+
+
+def proxy_from_environment(base_url: str) -> str | None:
+    """The proxy the usual variables (``HTTPS_PROXY``, ``NO_PROXY``, ...) choose for ``base_url``.
+
+    Resolved once per client: aiohttp's ``trust_env`` would look it up (and
+    read ``~/.netrc``) in a worker thread on every request.
+    """
+    parts = urlsplit(base_url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
 
 def user_agent() -> str:

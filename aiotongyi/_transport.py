@@ -55,7 +55,8 @@ class Pool:
     async def create(cls, max_connections: int, on_closed: Callable[[Pool], None]) -> Pool:
         loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(limit=max_connections)
-        session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        # The client resolves proxy variables once and passes proxy= per request.
+        session = aiohttp.ClientSession(connector=connector, trust_env=False)
         pool = cls(loop, session, owns_session=True, on_closed=on_closed)
         pool._guard = pool._close_with_loop()
         await pool._guard.__anext__()

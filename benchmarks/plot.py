@@ -1,0 +1,85 @@
+"""Plot S1 CPU per frame and S3 wall time per client from a run's JSON.
+
+    python -m benchmarks.plot out/bench-....json [-o plot.png]
+
+Needs matplotlib (the ``bench`` extra); without it, says so and draws nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._report import good, group
+
+PANELS = (
+    ("S1", "cpu_us_per_frame", 1.0, "S1: CPU µs per frame (2,000 frames, lower is better)"),
+    ("S3", "wall_s", 1.0, "S3: wall s, 500 concurrent streams (lower is better)"),
+    ("S3c", "wall_s", 1.0, "S3c: wall s, cold pool (lower is better)"),
+)
+
+
+def _colour(client: str) -> str:
+    if client.startswith("aiotongyi"):
+        return "tab:red"
+    return "tab:gray" if client.startswith("raw-") else "tab:blue"
+
+
+def plot(data: dict[str, Any], path: str) -> bool:
+    """Write a PNG of the panels this run has; False when matplotlib is missing."""
+    try:
+        importlib.import_module("matplotlib").use("Agg")  # files only, no display
+        plt = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        print("# matplotlib not installed: no plot", file=sys.stderr)
+        return False
+    by = group(data["results"])
+    panels = [p for p in PANELS if any(good(rows) for rows in by.get(p[0], {}).values())]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.8 * len(panels)), squeeze=False)
+    for ax, (name, key, scale, title) in zip(axes[:, 0], panels, strict=True):
+        rows = {c: [r[key] * scale for r in good(rs)] for c, rs in by[name].items() if good(rs)}
+        clients = sorted(rows, key=lambda c: statistics.median(rows[c]))
+        mids = [statistics.median(rows[c]) for c in clients]
+        low = [m - min(rows[c]) for m, c in zip(mids, clients, strict=True)]
+        high = [max(rows[c]) - m for m, c in zip(mids, clients, strict=True)]
+        colours = [_colour(c) for c in clients]
+        ax.barh(clients, mids, xerr=[low, high], color=colours, capsize=3)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        ax.set_xlim(0, max(m + h for m, h in zip(mids, high, strict=True)) * 1.15)
+        for y, (value, up) in enumerate(zip(mids, high, strict=True)):
+            ax.text(value + up, y, f"  {value:.3g}", va="center", fontsize=8)
+    meta = data["meta"]
+    fig.suptitle(
+        f"aiotongyi benchmarks ({meta.get('mode')}, {meta.get('started')}); bars: median, "
+        "whiskers: min-max",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("json", help="a results file written by python -m benchmarks")
+    parser.add_argument("-o", "--output", help="PNG path (default: next to the JSON)")
+    args = parser.parse_args(argv)
+    output = args.output or str(Path(args.json).with_suffix(".png"))
+    ok = plot(json.loads(Path(args.json).read_text()), output)
+    if ok:
+        print(output)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
