@@ -274,3 +274,13 @@ def test_interrupted_before_and_after_content() -> None:
     assert isinstance(error, StreamInterruptedError)
     assert error.partial is not None
     assert error.partial.text == "x"
+
+
+def test_long_answers_keep_every_prefix_right() -> None:
+    # past the eager limit texts are joined lazily; every output must still see its prefix
+    deltas = [f"{i:05d}-春眠不觉晓，处处闻啼鸟。" for i in range(4000)]
+    outputs = run([frame(d) for d in deltas] + [frame("", finish="stop")])
+    for i in (0, 1000, 1800, 2500, 3999):
+        assert outputs[i].text == "".join(deltas[: i + 1])
+    assert outputs[-1].text == "".join(deltas)
+    assert outputs[10].text == "".join(deltas[:11])  # read again after later joins
