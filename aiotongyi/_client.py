@@ -295,7 +295,7 @@ class TongyiLLMClient:
                 task = pool.loop.create_task(pool.aclose())
                 self._closing.add(task)  # the loop keeps only a weak reference
                 task.add_done_callback(self._closing.discard)
-            elif pool.loop.is_running() and not pool.loop.is_closed():
+            elif pool.loop.is_running():
                 self._close_elsewhere(pool).result(timeout=10)
         self._loop_thread.stop(timeout=10)
 

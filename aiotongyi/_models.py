@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal, overload
 
 if TYPE_CHECKING:
     from ._text import TextBuffer
@@ -144,21 +144,6 @@ class ModelOutput:
     #: Non-text content parts received so far (multimodal replies), as sent.
     parts: tuple[Mapping[str, object], ...] = field(default=(), hash=False)
 
-    # Outputs built while streaming leave ``text``/``thinking`` out of the
-    # instance dict and point at a shared TextBuffer instead: joining the
-    # whole answer on every frame would make a long stream quadratic.  The
-    # first read materialises and caches the string.
-    _LAZY: ClassVar[Mapping[str, str]] = {"text": "_text_at", "thinking": "_thinking_at"}
-
-    def __getattr__(self, name: str) -> str:
-        lazy_key = ModelOutput._LAZY.get(name)
-        if lazy_key is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        buffer, length = self.__dict__[lazy_key]
-        value: str = buffer.upto(length)
-        self.__dict__[name] = value
-        return value
-
     def __getstate__(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
@@ -264,9 +249,37 @@ class ModelOutput:
         )
 
 
-# Without class-level defaults, a missing instance value reaches __getattr__
-# (the lazy path); __init__ keeps its defaults, which dataclass stores apart.
-del ModelOutput.text, ModelOutput.thinking
+class _CumulativeText:
+    """``ModelOutput.text``/``.thinking`` of outputs built while streaming.
+
+    Those outputs leave the string out of the instance dict and keep
+    ``(TextBuffer, length)`` instead: joining the whole answer on every frame
+    would make a long stream quadratic.  The first read joins and caches it;
+    as a non-data descriptor this runs only when the dict has no value, so
+    plain outputs (and cached reads) cost a normal attribute lookup.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._source = f"_{name}_at"
+
+    @overload
+    def __get__(self, output: None, owner: type[ModelOutput]) -> str: ...
+    @overload
+    def __get__(self, output: ModelOutput, owner: type[ModelOutput] | None = None) -> str: ...
+    def __get__(self, output: ModelOutput | None, owner: type[ModelOutput] | None = None) -> str:
+        if output is None:
+            return ""  # the field's default, as a plain class attribute would give
+        fields = output.__dict__
+        buffer, length = fields[self._source]
+        value: str = buffer.upto(length)
+        fields[self._name] = value
+        return value
+
+
+# Installed after the dataclass is built: its __init__ keeps the "" defaults.
+ModelOutput.text = _CumulativeText("text")  # type: ignore[assignment]
+ModelOutput.thinking = _CumulativeText("thinking")  # type: ignore[assignment]
 
 
 @dataclass

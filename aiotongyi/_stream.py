@@ -16,7 +16,7 @@ import aiohttp
 
 from ._accumulate import Accumulator
 from ._exceptions import APIConnectionError, APITimeoutError, ProtocolError, TongyiError
-from ._models import ModelOutput
+from ._models import ModelOutput, Timeout
 from ._request import PreparedRequest
 from ._retry import retry_delay, should_retry
 from ._sse import SSEDecoder, SSEProtocolError
@@ -123,7 +123,9 @@ async def _produce(
         )
         try:
             # aclosing: an outer generator's close does not close the inner one
-            attempt_batches = _attempt(client, request, pool, accumulator, deadline, attempt)
+            attempt_batches = _attempt(
+                client, request, pool, accumulator, timeout, deadline, attempt
+            )
             async with aclosing(attempt_batches) as batches:
                 async for batch in batches:
                     yield batch
@@ -158,6 +160,7 @@ async def _attempt(
     request: PreparedRequest,
     pool: Pool,
     accumulator: Accumulator,
+    timeout: Timeout,
     deadline: float | None,
     attempt: int,
 ) -> AsyncGenerator[_Batch, None]:
@@ -168,7 +171,7 @@ async def _attempt(
         client._url(request.path),
         request.body,
         {**client._headers, **request.headers} if request.headers else client._headers,
-        timeout=request.timeout or client.timeout,
+        timeout=timeout,
         remaining=remaining,
         proxy=client._proxy,
         attempt=attempt,

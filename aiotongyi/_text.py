@@ -40,8 +40,9 @@ class TextBuffer:
 
     def upto(self, length: int) -> str:
         with self._lock:
-            if self._pending:
-                self._joined += "".join(self._pending)
-                self._pending.clear()
+            pending = self._pending
+            if pending:
+                self._joined += pending[0] if len(pending) == 1 else "".join(pending)
+                pending.clear()
             joined = self._joined
         return joined if length == len(joined) else joined[:length]
