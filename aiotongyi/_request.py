@@ -82,7 +82,6 @@ def prepare_request(
     *,
     default_model: str,
     model_alias: str | None,
-    stream: bool = True,
 ) -> PreparedRequest:
     """Merge request and keyword params, validate them, and encode the body.
 
@@ -108,9 +107,9 @@ def prepare_request(
     if not checked_messages:
         raise ValueError("a request needs at least one message")
 
-    parameters: dict[str, Any] = {"result_format": "message"}
-    if stream:
-        parameters["incremental_output"] = True
+    # Always: thinking and tools need "message", thinking needs increments, and
+    # older models default to cumulative text frames (PROTOCOL.md).
+    parameters: dict[str, Any] = {"result_format": "message", "incremental_output": True}
     for name, value in merged.items():
         parameters[name] = _check_parameter(name, value)
     if extra_body is not None:
