@@ -82,21 +82,21 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._skip_lf = chunk[-1:] == b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        last_break = chunk.rfind(b"\n")
-        if last_break < 0:  # inlined _grow_tail: the hot path of a huge line in tiny reads
+        if b"\n" not in chunk:  # inlined _grow_tail: the hot path of a huge line in tiny reads
             tail = self._tail
             tail += chunk
             if len(tail) >= self._stage_bytes:
                 self._spill()
             return []
+        # One split copies each byte once; the unfinished tail joins only the first line.
+        lines = chunk.split(b"\n")
+        rest = lines.pop()  # after the last LF: the start of the next line
         if self._tail or self._parts:
-            block = self._take_line(chunk[:last_break])
-        else:
-            block = chunk[:last_break]
+            lines[0] = self._take_line(lines[0])
         events: list[SSEEvent] = []
-        self._lines(block.split(b"\n"), events)
-        if last_break + 1 < len(chunk):
-            self._grow_tail(chunk[last_break + 1 :])
+        self._lines(lines, events)
+        if rest:
+            self._grow_tail(rest)
         return events
 
     def flush(self) -> list[SSEEvent]:
