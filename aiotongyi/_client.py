@@ -297,6 +297,8 @@ class TongyiLLMClient:
                 task.add_done_callback(self._closing.discard)
             elif pool.loop.is_running():
                 self._close_elsewhere(pool).result(timeout=10)
+            elif running is None:  # an idle loop (loop.run_until_complete scripts)
+                pool.loop.run_until_complete(pool.aclose())
         self._loop_thread.stop(timeout=10)
 
     def __enter__(self) -> TongyiLLMClient:

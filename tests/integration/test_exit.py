@@ -63,11 +63,14 @@ print(loop.run_until_complete(client.generate("x")).text)
 if sys.argv[2] == "close-loop":
     loop.close()  # without shutdown_asyncgens(): the pool is released on the next use
     print(asyncio.run(client.generate("y")).text)
+elif sys.argv[2] == "close-client":
+    client.close()  # the loop is idle: close() runs it to close the pool
+    loop.close()
 # else: the loop stays open and idle until exit
 """
 
 
-@pytest.mark.parametrize("mode", ["idle-loop", "close-loop"])
+@pytest.mark.parametrize("mode", ["idle-loop", "close-loop", "close-client"])
 def test_loops_left_open_or_closed_abruptly_leave_no_output(
     dashscope_emulator: DashScopeEmulator, mode: str
 ) -> None:
