@@ -9,7 +9,6 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
-from concurrent.futures import Future as ConcurrentFuture
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -232,15 +231,20 @@ class TongyiLLMClient:
     async def aclose(self) -> None:
         """Close every connection pool and stop the sync bridge's thread (idempotent)."""
         self._closed = True
-        _open_clients.discard(self)
         running = asyncio.get_running_loop()
         for pool in self._take_pools():
             if pool.loop.is_closed():
                 pool.close_dead()
             elif pool.loop is running:
                 await pool.aclose()
-            else:
-                await asyncio.wrap_future(self._close_elsewhere(pool))
+            elif pool.loop.is_running():
+                closing = asyncio.run_coroutine_threadsafe(pool.aclose(), pool.loop)
+                await asyncio.wrap_future(closing)
+            else:  # an idle loop cannot be run from inside this one: close it at exit
+                with self._pools_lock:
+                    self._pools[pool.loop] = pool
+        if not self._pools:
+            _open_clients.discard(self)
         if self._loop_thread.is_running:
             await asyncio.get_running_loop().run_in_executor(None, self._loop_thread.stop)
 
@@ -296,7 +300,7 @@ class TongyiLLMClient:
                 self._closing.add(task)  # the loop keeps only a weak reference
                 task.add_done_callback(self._closing.discard)
             elif pool.loop.is_running():
-                self._close_elsewhere(pool).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(pool.aclose(), pool.loop).result(timeout=10)
             elif running is None:  # an idle loop (loop.run_until_complete scripts)
                 pool.loop.run_until_complete(pool.aclose())
         self._loop_thread.stop(timeout=10)
@@ -400,12 +404,3 @@ class TongyiLLMClient:
             pools = list(self._pools.values())
             self._pools.clear()
         return pools
-
-    @staticmethod
-    def _close_elsewhere(pool: Pool) -> ConcurrentFuture[None]:
-        """Close a pool from outside its loop's thread."""
-        if pool.loop.is_closed() or not pool.loop.is_running():
-            done: ConcurrentFuture[None] = ConcurrentFuture()
-            done.set_result(None)
-            return done
-        return asyncio.run_coroutine_threadsafe(pool.aclose(), pool.loop)

@@ -66,11 +66,13 @@ if sys.argv[2] == "close-loop":
 elif sys.argv[2] == "close-client":
     client.close()  # the loop is idle: close() runs it to close the pool
     loop.close()
+elif sys.argv[2] == "aclose-elsewhere":
+    asyncio.run(client.aclose())  # cannot run the idle loop from here: closed at exit
 # else: the loop stays open and idle until exit
 """
 
 
-@pytest.mark.parametrize("mode", ["idle-loop", "close-loop", "close-client"])
+@pytest.mark.parametrize("mode", ["idle-loop", "close-loop", "close-client", "aclose-elsewhere"])
 def test_loops_left_open_or_closed_abruptly_leave_no_output(
     dashscope_emulator: DashScopeEmulator, mode: str
 ) -> None:
