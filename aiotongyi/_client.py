@@ -7,7 +7,7 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -263,7 +263,7 @@ class TongyiLLMClient:
 
     def sync_generate_stream(
         self, request: RequestLike, **params: Unpack[GenerateParams]
-    ) -> Iterator[ModelOutput]:
+    ) -> Generator[ModelOutput, None, None]:
         """Stream a chat answer from synchronous code (any thread).
 
         Returns a plain generator; closing it (or leaving a ``for`` loop and
@@ -340,7 +340,7 @@ class TongyiLLMClient:
         if self._loop_thread.in_loop_thread():
             raise RuntimeError("the sync API cannot be called from the client's own loop thread")
 
-    def _iterate_sync(self, prepared: PreparedRequest) -> Iterator[ModelOutput]:
+    def _iterate_sync(self, prepared: PreparedRequest) -> Generator[ModelOutput, None, None]:
         portal = self._loop_thread.portal()
         stream: Stream = portal.call(self._open_stream, prepared)
         assert self._loop_thread.loop is not None

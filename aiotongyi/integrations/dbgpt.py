@@ -410,9 +410,7 @@ class TongyiLLMClient(ProxyLLMClient):  # type: ignore[misc]  # DB-GPT ships no 
                 if converted is not None:
                     yield converted
         finally:
-            close = getattr(outputs, "close", None)  # closes the HTTP response
-            if close is not None:
-                close()
+            outputs.close()  # closes the HTTP response
 
     async def generate_stream(
         self,
