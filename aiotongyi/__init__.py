@@ -23,6 +23,7 @@ from ._exceptions import (
 )
 from ._models import ModelOutput, ModelRequest, Timeout, ToolCall, Usage
 from ._request import GenerateParams
+from ._retry import RetryPolicy
 from ._stream import Stream
 from ._version import __version__
 
@@ -39,6 +40,7 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
+    "RetryPolicy",
     "ServerError",
     "Stream",
     "StreamInterruptedError",

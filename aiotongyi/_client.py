@@ -1,11 +1,8 @@
-"""``TongyiLLMClient``: the async API, the sync bridge and the connection pools behind them."""
+"""``TongyiLLMClient``: the public calls and their validation; resources live in ``_lifecycle``."""
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import logging
-import threading
+import os
 import weakref
 from collections.abc import Generator, Mapping
 from concurrent.futures import Executor
@@ -23,41 +20,37 @@ from ._config import (
     resolve_base_url,
     user_agent,
 )
-from ._exceptions import APIConnectionError, AuthenticationError
+from ._context import CallContext, CallOptions
+from ._exceptions import AuthenticationError
+from ._lifecycle import ClientState, Resources
 from ._models import ModelOutput, Timeout
-from ._request import GenerateParams, PreparedRequest, RequestLike, prepare_request
+from ._request import PreparedRequest, RequestLike, prepare_request
+from ._retry import RetryPolicy
 from ._stream import Stream
-from ._sync import LoopThread, Prefetcher
-from ._transport import Pool
+from ._sync import LoopThread, pump
+from ._transport import SecretHeaders, SessionRegistry
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._context import CallParams
+
 __all__ = ["TongyiLLMClient"]
-
-logger = logging.getLogger("aiotongyi")
-
-# Clients not closed yet, so that exit can release pools on idle loops (a
-# script that used loop.run_until_complete and never closed anything).
-_open_clients: weakref.WeakSet[TongyiLLMClient] = weakref.WeakSet()
-
-
-@atexit.register
-def _release_open_clients() -> None:
-    for client in list(_open_clients):
-        client._release_at_exit()
-
 
 _MISSING_KEY = (
     "no DashScope API key: pass api_key= or set the DASHSCOPE_API_KEY environment variable"
 )
+_WORKSPACE_HEADER = "X-DashScope-WorkSpace"
+_CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
 
 class TongyiLLMClient:
     """An asyncio client for DashScope's native streaming chat API.
 
     The first six parameters keep the order of DB-GPT's original Tongyi
-    client; the rest are keyword-only.
+    client; the rest are keyword-only.  Close it (``async with``, ``with``,
+    :meth:`aclose`, :meth:`close`); one that becomes garbage unclosed releases
+    its connections and thread itself, with a ``ResourceWarning``.
 
     :param model: default model (``"qwen-turbo"`` when ``None``).
     :param api_key: else the ``DASHSCOPE_API_KEY`` environment variable.
@@ -70,11 +63,14 @@ class TongyiLLMClient:
     :param base_url: ``.../api/v1`` of any other endpoint (beats ``api_region``).
     :param timeout: a :class:`Timeout`, a number (total seconds) or ``None``.
     :param max_retries: retries before the first content frame only.
+    :param retry_policy: a :class:`RetryPolicy` (its ``max_retries`` is replaced by
+        ``max_retries``); subclass it to change backoff or what is retried.
     :param session: a caller-owned ``aiohttp.ClientSession`` (never closed here,
         usable only on its own loop).
     :param headers: extra HTTP headers for every request.
     :param proxy: an explicit HTTP(S) proxy URL; else the usual proxy variables.
     :param max_connections: connection pool size per event loop.
+    :param workspace: a DashScope workspace id (else ``DASHSCOPE_WORKSPACE``).
     :raises ValueError: for an unknown region, a compatible-mode URL or bad values.
     """
 
@@ -90,20 +86,16 @@ class TongyiLLMClient:
         base_url: str | None = None,
         timeout: Timeout | float | None = None,
         max_retries: int = 2,
+        retry_policy: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         headers: Mapping[str, str] | None = None,
         proxy: str | None = None,
         max_connections: int = 1000,
+        workspace: str | None = None,
     ) -> None:
         if model is not None and not isinstance(model, str):
             raise ValueError(f"model must be a string, not {type(model).__name__}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, not {max_retries!r}")
-        if (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or max_connections < 1
-        ):
+        if not _is_int(max_connections) or max_connections < 1:
             raise ValueError(f"max_connections must be an integer >= 1, not {max_connections!r}")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ValueError("session must be an aiohttp.ClientSession")
@@ -112,39 +104,52 @@ class TongyiLLMClient:
         self.context_length = 4096 if context_length is None else context_length
         self.executor = executor
         self.api_region = api_region if base_url is None else None
-        self._base_url = resolve_base_url(base_url, api_region)
-        self._api_key = resolve_api_key(api_key)
-        self.timeout = Timeout.coerce(timeout)
-        self.max_retries = max_retries
         self.max_connections = max_connections
+        self._session = session
+        self._resources = Resources(SessionRegistry(max_connections, session), LoopThread(executor))
+        self._parent: TongyiLLMClient | None = None
+        self._configure(
+            base_url=resolve_base_url(base_url, api_region),
+            api_key=resolve_api_key(api_key),
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_policy=retry_policy or RetryPolicy(),
+            headers=headers,
+            proxy=proxy,
+            workspace=workspace if workspace is not None else os.environ.get("DASHSCOPE_WORKSPACE"),
+        )
+        weakref.finalize(self, self._resources.release, repr(self))
+
+    def _configure(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        timeout: Timeout | float | None,
+        max_retries: int,
+        retry_policy: RetryPolicy,
+        headers: Mapping[str, str] | None,
+        proxy: str | None,
+        workspace: str | None,
+    ) -> None:
         if proxy is not None:
             check_header_value("proxy", proxy)
-        self._proxy = proxy if proxy is not None else proxy_from_environment(self._base_url)
-        self._headers = self._build_headers(headers)
-        self._session = session
-        self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}
-        self._pools_lock = threading.Lock()
-        self._loop_thread = LoopThread(executor)
-        self._closing: set[asyncio.Task[None]] = set()
-        self._closed = False
-        _open_clients.add(self)
-
-    def _build_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream",
-            "X-DashScope-SSE": "enable",
-            "User-Agent": user_agent(),
-        }
-        for name, value in (extra or {}).items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ValueError("headers must map str to str")
-            check_header_value(f"header name {name!r}", name)
-            check_header_value(f"header {name!r}", value)
-            headers[name] = value
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+        self._base_url = base_url
+        self._api_key = api_key
+        self.timeout = Timeout.coerce(timeout)
+        self._retry = retry_policy.with_max_retries(max_retries)
+        self._extra_headers = dict(headers or {})
+        self._proxy = proxy if proxy is not None else proxy_from_environment(base_url)
+        self._workspace = workspace or None
+        self._context = CallContext(
+            base_url=base_url,
+            headers=_build_headers(api_key, headers, workspace),
+            proxy=self._proxy,
+            timeout=self.timeout,
+            retry=self._retry,
+            sessions=self._resources.sessions,
+            owner=self,
+        )
 
     # -- properties -------------------------------------------------------------
 
@@ -159,9 +164,14 @@ class TongyiLLMClient:
         return self._base_url
 
     @property
+    def max_retries(self) -> int:
+        """Retries before the first content frame."""
+        return self._retry.max_retries
+
+    @property
     def is_closed(self) -> bool:
-        """Whether :meth:`aclose` or :meth:`close` has been called."""
-        return self._closed
+        """Whether :meth:`aclose` or :meth:`close` has been called (here or on the parent)."""
+        return self._resources.state is not ClientState.OPEN
 
     def __repr__(self) -> str:
         return (
@@ -192,30 +202,60 @@ class TongyiLLMClient:
             base_url=read("proxy_api_base"),
         )
 
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        workspace: str | None = None,
+    ) -> TongyiLLMClient:
+        """A sibling client with some settings changed, sharing this one's connections.
+
+        The sibling uses the same connection pools and loop thread; closing
+        this client (the parent) closes it too, and it keeps the parent alive.
+        ``headers`` merge over the parent's.
+        """
+        sibling = object.__new__(type(self))
+        sibling.__dict__.update(self.__dict__)
+        sibling._parent = self._parent or self
+        sibling._configure(
+            base_url=self._base_url if base_url is None else resolve_base_url(base_url, None),
+            api_key=self._api_key if api_key is None else resolve_api_key(api_key),
+            timeout=self.timeout if timeout is None else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            retry_policy=retry_policy or self._retry,
+            headers={**self._extra_headers, **(headers or {})},
+            proxy=self._proxy if proxy is None else proxy,
+            workspace=self._workspace if workspace is None else workspace,
+        )
+        return sibling
+
     # -- async API --------------------------------------------------------------
 
-    def generate_stream(self, request: RequestLike, **params: Unpack[GenerateParams]) -> Stream:
+    def generate_stream(self, request: RequestLike, **params: Unpack[CallParams]) -> Stream:
         """Stream a chat answer: ``async with client.generate_stream(...) as s: async for ...``.
 
         :param request: a :class:`ModelRequest`, a prompt, a list of messages or
             an object with ``to_common_messages()``.
-        :param params: generation parameters; ``None`` values are not sent.
+        :param params: generation parameters (``None`` values are not sent) and the
+            per-call options ``headers``, ``api_key``, ``max_retries``, ``workspace``
+            and ``timeout``.
         :raises ValueError: for bad parameters or messages (nothing is sent).
         :raises AuthenticationError: when no API key is configured.
         :raises RuntimeError: when the client is closed.
         """
-        return Stream(self, self._prepare(request, params))
+        return Stream(*self._prepare(request, params))
 
-    async def generate(self, request: RequestLike, **params: Unpack[GenerateParams]) -> ModelOutput:
+    async def generate(self, request: RequestLike, **params: Unpack[CallParams]) -> ModelOutput:
         """The final :class:`ModelOutput` of a call (streamed on the wire underneath)."""
-        last: ModelOutput | None = None
-        async with self.generate_stream(request, **params) as stream:
-            async for output in stream:
-                last = output
-        assert last is not None  # a complete stream always ends with a finish frame
-        return last
+        return await self.generate_stream(request, **params).final()
 
-    async def generate_json(self, request: RequestLike, **params: Unpack[GenerateParams]) -> object:
+    async def generate_json(self, request: RequestLike, **params: Unpack[CallParams]) -> object:
         """The answer parsed as JSON; asks for ``response_format={"type": "json_object"}``
         unless another ``response_format`` is given.
 
@@ -229,24 +269,12 @@ class TongyiLLMClient:
         return output.parse_json()
 
     async def aclose(self) -> None:
-        """Close every connection pool and stop the sync bridge's thread (idempotent)."""
-        self._closed = True
-        running = asyncio.get_running_loop()
-        for pool in self._take_pools():
-            if pool.loop.is_closed():
-                pool.close_dead()
-            elif pool.loop is running:
-                await pool.aclose()
-            elif pool.loop.is_running():
-                closing = asyncio.run_coroutine_threadsafe(pool.aclose(), pool.loop)
-                await asyncio.wrap_future(closing)
-            else:  # an idle loop cannot be run from inside this one: close it at exit
-                with self._pools_lock:
-                    self._pools[pool.loop] = pool
-        if not self._pools:
-            _open_clients.discard(self)
-        if self._loop_thread.is_running:
-            await asyncio.get_running_loop().run_in_executor(None, self._loop_thread.stop)
+        """Close every connection pool and stop the sync bridge's thread (idempotent).
+
+        Calls still running end with ``APIConnectionError`` (before content) or
+        ``StreamInterruptedError`` (after).
+        """
+        await self._resources.aclose()
 
     async def __aenter__(self) -> TongyiLLMClient:
         return self
@@ -262,7 +290,7 @@ class TongyiLLMClient:
     # -- sync API ---------------------------------------------------------------
 
     def sync_generate_stream(
-        self, request: RequestLike, **params: Unpack[GenerateParams]
+        self, request: RequestLike, **params: Unpack[CallParams]
     ) -> Generator[ModelOutput, None, None]:
         """Stream a chat answer from synchronous code (any thread).
 
@@ -271,39 +299,20 @@ class TongyiLLMClient:
         :meth:`generate_stream`.
         """
         self._check_sync_use()
-        prepared = self._prepare(request, params)
-        return self._iterate_sync(prepared)
+        context, prepared = self._prepare(request, params)
+        return pump(self._resources.loop_thread, lambda: Stream(context, prepared))
 
-    def sync_generate(self, request: RequestLike, **params: Unpack[GenerateParams]) -> ModelOutput:
+    def sync_generate(self, request: RequestLike, **params: Unpack[CallParams]) -> ModelOutput:
         """The final :class:`ModelOutput` of a call, from synchronous code."""
-        self._check_sync_use()
         last: ModelOutput | None = None
-        for last in self._iterate_sync(self._prepare(request, params)):  # noqa: B007
+        for last in self.sync_generate_stream(request, **params):  # noqa: B007
             pass
         assert last is not None  # a complete stream always ends with a finish frame
         return last
 
     def close(self) -> None:
         """Close every connection pool and stop the loop thread (idempotent)."""
-        self._closed = True
-        _open_clients.discard(self)
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        for pool in self._take_pools():
-            if pool.loop.is_closed():
-                pool.close_dead()
-            elif pool.loop is running:
-                # Inside a coroutine we cannot wait: let that loop finish the job.
-                task = pool.loop.create_task(pool.aclose())
-                self._closing.add(task)  # the loop keeps only a weak reference
-                task.add_done_callback(self._closing.discard)
-            elif pool.loop.is_running():
-                asyncio.run_coroutine_threadsafe(pool.aclose(), pool.loop).result(timeout=10)
-            elif running is None:  # an idle loop (loop.run_until_complete scripts)
-                pool.loop.run_until_complete(pool.aclose())
-        self._loop_thread.stop(timeout=10)
+        self._resources.close()
 
     def __enter__(self) -> TongyiLLMClient:
         return self
@@ -318,18 +327,38 @@ class TongyiLLMClient:
 
     # -- internals --------------------------------------------------------------
 
-    def _prepare(self, request: RequestLike, params: Mapping[str, Any]) -> PreparedRequest:
-        if self._closed:
+    def _prepare(
+        self, request: RequestLike, params: Mapping[str, Any]
+    ) -> tuple[CallContext, PreparedRequest]:
+        if self.is_closed:
             raise RuntimeError("this TongyiLLMClient is closed; create a new one")
+        context = self._context
+        api_key = self._api_key
+        if not _CALL_OPTIONS.isdisjoint(params):
+            options = {k: v for k, v in params.items() if k in _CALL_OPTIONS and v is not None}
+            params = {k: v for k, v in params.items() if k not in _CALL_OPTIONS}
+            if options:
+                api_key = resolve_api_key(options.get("api_key", api_key))
+                context = self._call_context(options, api_key)
         prepared = prepare_request(
             request, params, default_model=self._model, model_alias=self.model_alias
         )
-        if self._api_key is None:
+        if api_key is None:
             raise AuthenticationError(_MISSING_KEY, status_code=401, code="MissingApiKey")
-        return prepared
+        return context, prepared
 
-    def _url(self, path: str) -> str:
-        return self._base_url + path
+    def _call_context(self, options: Mapping[str, Any], api_key: str | None) -> CallContext:
+        headers = options.get("headers")
+        workspace = options.get("workspace", self._workspace)
+        if headers is not None and not isinstance(headers, Mapping):
+            raise ValueError("headers must be a mapping of str to str")
+        retry = self._retry
+        if "max_retries" in options:
+            retry = retry.with_max_retries(options["max_retries"])
+        return self._context.replace(
+            headers=_build_headers(api_key, {**self._extra_headers, **(headers or {})}, workspace),
+            retry=retry,
+        )
 
     def _check_sync_use(self) -> None:
         if self._session is not None:
@@ -337,70 +366,34 @@ class TongyiLLMClient:
                 "a client given session= can only be used on that session's event loop; "
                 "the sync API runs on the client's own loop thread"
             )
-        if self._loop_thread.in_loop_thread():
+        if self._resources.loop_thread.in_loop_thread():
             raise RuntimeError("the sync API cannot be called from the client's own loop thread")
 
-    def _iterate_sync(self, prepared: PreparedRequest) -> Generator[ModelOutput, None, None]:
-        portal = self._loop_thread.portal()
-        stream: Stream = portal.call(self._open_stream, prepared)
-        assert self._loop_thread.loop is not None
-        prefetcher = Prefetcher(self._loop_thread.loop, stream._iter_batches())
-        try:
-            yield from prefetcher
-        finally:
-            # On break, close(), KeyboardInterrupt or garbage collection alike.
-            if not self._loop_thread.in_loop_thread():
-                prefetcher.close()
 
-    async def _open_stream(self, prepared: PreparedRequest) -> Stream:
-        return Stream(self, prepared)
+def _build_headers(
+    api_key: str | None, extra: Mapping[str, str] | None, workspace: str | None
+) -> SecretHeaders:
+    headers = SecretHeaders(
+        {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "X-DashScope-SSE": "enable",
+            "User-Agent": user_agent(),
+        }
+    )
+    if workspace:
+        check_header_value("workspace", workspace)
+        headers[_WORKSPACE_HEADER] = workspace
+    for name, value in (extra or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValueError("headers must map str to str")
+        check_header_value(f"header name {name!r}", name)
+        check_header_value(f"header {name!r}", value)
+        headers[name] = value
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
 
-    async def _acquire_pool(self) -> Pool:
-        """This loop's pool, created on first use; the caller's session if one was given."""
-        if self._closed:
-            raise APIConnectionError("the client was closed before the stream started")
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is not None and not pool.is_closed:
-            return pool
-        if self._session is not None:
-            if getattr(self._session, "_loop", loop) is not loop:
-                raise RuntimeError(
-                    "the session= given to this client belongs to another event loop"
-                )
-            pool = Pool(loop, self._session, owns_session=False, on_closed=self._forget_pool)
-        else:
-            self._close_dead_pools()
-            pool = await Pool.create(self.max_connections, self._forget_pool)
-        with self._pools_lock:
-            self._pools[loop] = pool
-        return pool
 
-    def _close_dead_pools(self) -> None:
-        with self._pools_lock:
-            dead = [pool for pool in self._pools.values() if pool.loop.is_closed()]
-        for pool in dead:
-            pool.close_dead()
-            self._forget_pool(pool)
-
-    def _release_at_exit(self) -> None:
-        """Interpreter exit: close pools on loops that are idle or already closed."""
-        for pool in self._take_pools():
-            if pool.loop.is_closed():
-                pool.close_dead()
-            elif not pool.loop.is_running():
-                try:
-                    pool.loop.run_until_complete(pool.aclose())
-                except Exception:  # exiting anyway; never print a traceback here
-                    logger.debug("closing a pool at exit failed", exc_info=True)
-
-    def _forget_pool(self, pool: Pool) -> None:
-        with self._pools_lock:
-            if self._pools.get(pool.loop) is pool:
-                del self._pools[pool.loop]
-
-    def _take_pools(self) -> list[Pool]:
-        with self._pools_lock:
-            pools = list(self._pools.values())
-            self._pools.clear()
-        return pools
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

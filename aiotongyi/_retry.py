@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import time
 from collections.abc import Mapping
 
 from ._exceptions import APIConnectionError, APIError, TongyiError
 
-__all__ = ["MAX_BACKOFF", "retry_delay", "should_retry"]
+__all__ = ["MAX_BACKOFF", "RetryPolicy", "retry_delay", "should_retry"]
 
 MAX_BACKOFF = 8.0
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -66,3 +67,35 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         if parsed is None:
             return None
         return float(email.utils.mktime_tz(parsed) - time.time())
+
+
+class RetryPolicy:
+    """When a call is tried again, and how long it waits first (before any content only).
+
+    Subclass it and override :meth:`delay` or :meth:`should_retry` to change the
+    backoff or what is retried (also the seam tests use to skip the waits).
+
+    :param max_retries: attempts after the first one.
+    """
+
+    def __init__(self, max_retries: int = 2) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, not {max_retries!r}")
+        self.max_retries = max_retries
+
+    def should_retry(self, error: TongyiError) -> bool:
+        """Whether ``error``, raised before any content, deserves another attempt."""
+        return should_retry(error)
+
+    def delay(self, attempt: int, headers: Mapping[str, str] | None, jitter: float) -> float:
+        """Seconds to wait before attempt ``attempt + 2`` (``attempt`` counts failures from 0)."""
+        return retry_delay(attempt, headers, jitter)
+
+    def with_max_retries(self, max_retries: int) -> RetryPolicy:
+        """A copy with another ``max_retries`` (same class, same behaviour)."""
+        clone = copy.copy(self)
+        clone.max_retries = RetryPolicy(max_retries).max_retries
+        return clone
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_retries={self.max_retries})"

@@ -7,23 +7,19 @@ import json
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import aiohttp
 
 from ._accumulate import Accumulator
-from ._exceptions import APIConnectionError, APITimeoutError, ProtocolError, TongyiError
-from ._models import ModelOutput, Timeout
+from ._context import CallContext
+from ._exceptions import ProtocolError, TongyiError
+from ._models import ModelOutput
 from ._request import PreparedRequest
-from ._retry import retry_delay, should_retry
 from ._sse import SSEDecoder, SSEProtocolError
-from ._transport import TRANSPORT_ERRORS, Pool, map_transport_error, send
-
-if TYPE_CHECKING:
-    from ._client import TongyiLLMClient
+from ._transport import MAX_JSON_BODY, Call, LoopSession, read_body, send
 
 __all__ = ["Stream"]
 
@@ -37,23 +33,24 @@ class Stream:
     Nothing is sent until the first output is requested.  Leaving the
     ``async with`` block (or calling :meth:`aclose`) closes the HTTP response
     at once; a bare ``async for`` that stops early leaves it to garbage
-    collection, so prefer the context manager.
+    collection, so prefer the context manager.  A stream is read once:
+    iterating it again after its end raises ``RuntimeError``.
     """
 
-    def __init__(self, client: TongyiLLMClient, request: PreparedRequest) -> None:
+    def __init__(self, context: CallContext, request: PreparedRequest) -> None:
         self._request = request
         self._progress = _Progress()
         # The generator must not refer back to the Stream: without that cycle a
         # dropped Stream is freed at once and its generator's finaliser closes
         # the response, instead of waiting for the cycle collector.
-        self._batches = _produce(client, request, self._progress)
+        self._batches = _produce(context, request, self._progress)
         self._pending: deque[ModelOutput] = deque()
+        self._ended = False
 
     @property
     def request_id(self) -> str | None:
         """DashScope's request id, once the response has started."""
-        accumulator = self._progress.accumulator
-        return None if accumulator is None else accumulator.request_id
+        return self._progress.request_id
 
     @property
     def model(self) -> str:
@@ -66,26 +63,71 @@ class Stream:
     async def __anext__(self) -> ModelOutput:
         pending = self._pending
         while not pending:
-            pending.extend(await self._batches.__anext__())
+            pending.extend(await self.next_batch())
         return pending.popleft()
 
-    async def _iter_batches(self) -> AsyncGenerator[list[ModelOutput], None]:
-        """The outputs grouped by the chunk they were decoded from (for the sync bridge).
+    async def next_batch(self) -> list[ModelOutput]:
+        """The outputs decoded from the next chunk (at least one); for the sync bridge.
 
-        Closing this generator closes the stream.
+        :raises StopAsyncIteration: at the end of the answer.
         """
+        if self._pending:
+            batch = list(self._pending)
+            self._pending.clear()
+            return batch
+        if self._ended:
+            raise RuntimeError(
+                "this Stream has ended (or was closed); call generate_stream() again"
+            )
+        call = self._progress.call
+        if call is not None:
+            call.enter()
         try:
-            if self._pending:
-                yield list(self._pending)
-                self._pending.clear()
-            async for batch in self._batches:
-                yield batch
+            return await self._batches.__anext__()
+        except BaseException:
+            self._ended = True
+            raise
         finally:
-            await self.aclose()
+            call = self._progress.call
+            if call is not None:
+                call.leave()
+
+    async def park(self, waiting: asyncio.Event) -> None:
+        """Wait for ``waiting`` (the sync bridge's back-pressure) as part of this call.
+
+        The client closing or the total timeout ends the wait with the call's error.
+        """
+        call = self._progress.call
+        if call is None:
+            await waiting.wait()
+            return
+        call.enter(reading=False)
+        try:
+            with call.errors(self._progress):
+                await waiting.wait()
+        finally:
+            call.leave()
+
+    async def text_stream(self) -> AsyncIterator[str]:
+        """The text deltas of choice 0, as ``str`` (empty deltas skipped)."""
+        async for output in self:
+            if output.delta and output.index == 0:
+                yield output.delta
+
+    async def final(self) -> ModelOutput:
+        """Read the stream to its end and return the last output."""
+        last: ModelOutput | None = None
+        async with self:
+            async for last in self:  # noqa: B007
+                pass
+        if last is None:
+            raise RuntimeError("this Stream had already been read")
+        return last
 
     async def aclose(self) -> None:
         """Stop the stream and close its HTTP response (idempotent)."""
         self._pending.clear()
+        self._ended = True
         await self._batches.aclose()
 
     async def __aenter__(self) -> Stream:
@@ -101,128 +143,133 @@ class Stream:
 
 
 class _Progress:
-    """What a stream's generator shares with its Stream (the current attempt)."""
+    """What a stream's generator shares with its Stream: the call and its current attempt."""
 
-    __slots__ = ("accumulator",)
+    __slots__ = ("accumulator", "call")
 
     def __init__(self) -> None:
         self.accumulator: Accumulator | None = None
+        self.call: Call | None = None
+
+    @property
+    def last(self) -> ModelOutput | None:
+        return None if self.accumulator is None else self.accumulator.last
+
+    @property
+    def request_id(self) -> str | None:
+        return None if self.accumulator is None else self.accumulator.request_id
 
 
 async def _produce(
-    client: TongyiLLMClient, request: PreparedRequest, progress: _Progress
+    context: CallContext, request: PreparedRequest, progress: _Progress
 ) -> AsyncGenerator[_Batch, None]:
-    timeout = request.timeout or client.timeout
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout.total is None else loop.time() + timeout.total
-    pool = await client._acquire_pool()
-    attempt = 0
-    while True:
-        accumulator = progress.accumulator = Accumulator(
-            request.model, incremental=request.incremental
-        )
-        try:
-            # aclosing: an outer generator's close does not close the inner one
-            attempt_batches = _attempt(
-                client, request, pool, accumulator, timeout, deadline, attempt
-            )
-            async with aclosing(attempt_batches) as batches:
-                async for batch in batches:
-                    yield batch
-            return
-        except TongyiError as error:
-            if client.is_closed:
-                raise _closed_error(error, accumulator) from error
-            if (
-                accumulator.last is not None
-                or attempt >= client.max_retries
-                or not should_retry(error)
-            ):
-                raise
-            headers = getattr(error, "headers", None)
-            delay = retry_delay(attempt, headers, random.random())
-            if deadline is not None and loop.time() + delay >= deadline:
-                raise
-            logger.debug(
-                "retrying in %.2f s after %s (attempt %d of %d, request_id=%s)",
-                delay,
-                type(error).__name__,
-                attempt + 2,
-                client.max_retries + 1,
-                error.request_id,
-            )
-            await asyncio.sleep(delay)
-            attempt += 1
+    timeout = request.timeout or context.timeout
+    session = await context.sessions.get()
+    call = progress.call = Call(session, timeout)
+    policy = context.retry
+    try:
+        with call.errors(progress):
+            attempt = 0
+            while True:
+                accumulator = progress.accumulator = Accumulator(
+                    request.model, incremental=request.incremental
+                )
+                try:
+                    # aclosing: an outer generator's close does not close the inner one
+                    async with aclosing(
+                        _attempt(context, request, session, call, accumulator, timeout.connect)
+                    ) as batches:
+                        async for batch in batches:
+                            yield batch
+                    return
+                except TongyiError as error:
+                    if (
+                        not call.retry_after_read_timeout()
+                        or accumulator.last is not None
+                        or attempt >= policy.max_retries
+                        or not policy.should_retry(error)
+                    ):
+                        raise
+                    delay = policy.delay(attempt, getattr(error, "headers", None), random.random())
+                    if call.deadline is not None and call.loop.time() + delay >= call.deadline:
+                        raise
+                    logger.debug(
+                        "retrying in %.2f s after %s (attempt %d of %d, request_id=%s)",
+                        delay,
+                        type(error).__name__,
+                        attempt + 2,
+                        policy.max_retries + 1,
+                        error.request_id,
+                    )
+                # Outside the except: no stale context.  Waiting here is not silence.
+                call.reading = False
+                await asyncio.sleep(delay)
+                call.reading = True
+                call.last_data = call.loop.time()
+                attempt += 1
+    finally:
+        call.finish()
 
 
 async def _attempt(
-    client: TongyiLLMClient,
+    context: CallContext,
     request: PreparedRequest,
-    pool: Pool,
+    session: LoopSession,
+    call: Call,
     accumulator: Accumulator,
-    timeout: Timeout,
-    deadline: float | None,
-    attempt: int,
+    connect_timeout: float | None,
 ) -> AsyncGenerator[_Batch, None]:
-    loop = pool.loop
-    remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
-    response = await send(
-        pool,
-        client._url(request.path),
-        request.body,
-        {**client._headers, **request.headers} if request.headers else client._headers,
-        timeout=timeout,
-        remaining=remaining,
-        proxy=client._proxy,
-        attempt=attempt,
-    )
-    pool.live.add(response)
-    accumulator.request_id = response.headers.get("x-request-id")
-    completed = False
-    try:
-        content_type = response.headers.get("content-type", "")
+    call.check(accumulator)
+    with call.errors(accumulator):
+        response = await send(
+            session,
+            context.base_url + request.path,
+            request.body,
+            context.headers_for(request),
+            connect_timeout=connect_timeout,
+            proxy=context.proxy,
+        )
+        accumulator.request_id = response.headers.get("x-request-id")
+        completed = False
         try:
-            if "json" in content_type:
+            content_type = response.headers.get("content-type", "")
+            if "event-stream" in content_type:
+                async with aclosing(_sse_reply(response, accumulator, call)) as batches:
+                    async for batch in batches:
+                        yield batch
+            elif "json" in content_type:
                 batch = await _json_reply(response, accumulator)
                 if batch:
                     yield batch
-            elif "event-stream" in content_type:
-                async with aclosing(_sse_reply(response, accumulator)) as batches:
-                    async for batch in batches:
-                        yield batch
             else:
                 raise ProtocolError(
                     f"expected an event stream, got {content_type or 'no content type'!r}",
                     request_id=accumulator.request_id,
                 )
-        except TongyiError:
-            raise
-        except TRANSPORT_ERRORS as exc:
-            expired = deadline is not None and loop.time() >= deadline - 0.001
-            raise map_transport_error(
-                exc, accumulator.last, accumulator.request_id, total_expired=expired
-            ) from exc
-        if not accumulator.is_complete:
-            raise accumulator.interrupted()
-        completed = True
-    finally:
-        pool.live.discard(response)
-        if completed:
-            response.release()
-        else:
-            response.close()
+            if not accumulator.is_complete:
+                raise accumulator.interrupted()
+            completed = True
+        finally:
+            if completed:
+                response.release()
+            else:
+                response.close()
 
 
 async def _sse_reply(
-    response: aiohttp.ClientResponse, accumulator: Accumulator
+    response: aiohttp.ClientResponse, accumulator: Accumulator, call: Call
 ) -> AsyncGenerator[_Batch, None]:
     """Decode the body chunk by chunk; outputs decoded before an error are yielded first."""
     decoder = SSEDecoder()
     feed = decoder.feed
     add = accumulator.add_event
+    clock = call.loop.time
     batch: _Batch = []
     try:
         async for chunk in response.content.iter_any():
+            call.last_data = clock()
+            if call.reason is not None:  # stopped while the caller held an output
+                call.check(accumulator)
             for event in feed(chunk):
                 batch += add(event)
             if batch:
@@ -246,31 +293,13 @@ async def _sse_reply(
 
 async def _json_reply(response: aiohttp.ClientResponse, accumulator: Accumulator) -> _Batch:
     """A non-stream JSON reply to a stream request is the single final frame."""
-    body = await response.read()
+    body = await read_body(response, MAX_JSON_BODY, truncate=False)
     try:
         frame = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         frame = None
     if not isinstance(frame, dict):
         raise ProtocolError(
             "the JSON reply is not a JSON object", request_id=accumulator.request_id
         )
     return accumulator.add_frame(frame)
-
-
-def _closed_error(error: TongyiError, accumulator: Accumulator) -> TongyiError:
-    """Streams cut by ``aclose()`` report the close, not the socket error it caused."""
-    if isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError):
-        if accumulator.last is None:
-            return APIConnectionError(
-                "the client was closed while the stream was running",
-                request_id=accumulator.request_id,
-            )
-        return map_transport_error(
-            error,
-            accumulator.last,
-            accumulator.request_id,
-            total_expired=False,
-            reason="the client was closed",
-        )
-    return error

@@ -1,81 +1,114 @@
-"""The sync bridge: one long-lived event-loop thread per client, driven through anyio."""
+"""The sync bridge: one long-lived event-loop thread per client, and streams pumped to threads."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-import anyio
-from anyio.from_thread import BlockingPortal
+from ._exceptions import APIConnectionError, StreamInterruptedError, TongyiError
 
-__all__ = ["LoopThread", "Prefetcher"]
+__all__ = ["BatchSource", "LoopThread", "pump"]
+
+logger = logging.getLogger("aiotongyi")
 
 T = TypeVar("T")
 
-# Loop threads still running at interpreter exit.  ThreadPoolExecutor joins
-# its workers from threading's own exit hook, before atexit runs, so a loop
-# parked in a caller's executor must be stopped from that same hook.
-_running: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+# Loops parked in a caller's executor.  ThreadPoolExecutor joins its workers
+# from threading's own exit hook, which runs before atexit and weakref.finalize;
+# a loop still parked there would hang the exit.  No public hook runs that early
+# (and the main thread still counts as alive then), so the private one is used,
+# and only for this case.
+_in_executors: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+_exit_hook_registered = False
 
 
-def _stop_all_at_exit() -> None:
-    for loop_thread in list(_running):
-        loop_thread.stop(timeout=2.0)
+def _stop_executor_loops_at_exit() -> None:
+    for loop_thread in list(_in_executors):
+        loop_thread.exiting = True
+        loop_thread.stop(wait=2.0)
 
 
-threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None and not _exit_hook_registered:
+        _exit_hook_registered = True
+        register(_stop_executor_loops_at_exit)
+
+
+class BatchSource(Protocol[T]):
+    """What the bridge pumps: a stream's batches, its back-pressure wait and its close."""
+
+    async def next_batch(self) -> list[T]: ...
+    async def park(self, waiting: asyncio.Event) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class LoopThread:
-    """An event loop on its own thread (or an executor's worker), started on first use."""
+    """An asyncio event loop on its own thread (or an executor's worker), started on first use."""
 
     def __init__(self, executor: Executor | None = None, name: str = "aiotongyi-loop") -> None:
         self._executor = executor
         self._name = name
         self._lock = threading.Lock()
-        self._portal: BlockingPortal | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._finished: Future[None] | None = None
         self._thread_id: int | None = None
         self._stopped = False
-
-    @property
-    def is_running(self) -> bool:
-        return self._portal is not None
+        #: Set at interpreter exit: blocked sync callers are left asleep (their
+        #: daemon threads die with the interpreter) instead of woken with an error.
+        self.exiting = False
 
     def in_loop_thread(self) -> bool:
         return self._thread_id == threading.get_ident()
 
-    def portal(self) -> BlockingPortal:
-        """The running portal; starts the loop thread the first time."""
-        portal = self._portal
-        if portal is not None:
-            return portal
+    @property
+    def is_started(self) -> bool:
+        """Whether the thread runs (started and not stopped)."""
+        return self._loop is not None
+
+    @property
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop while the thread runs, else ``None`` (never starts it)."""
+        return self._loop
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop; starts its thread the first time."""
+        loop = self._loop
+        if loop is not None:
+            return loop
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the client's event-loop thread has been stopped")
-            if self._portal is None:
+            if self._loop is None:
                 self._start()
-            assert self._portal is not None
-            return self._portal
+            assert self._loop is not None
+            return self._loop
 
-    def call(self, func: Callable[..., Awaitable[T]], *args: object) -> T:
-        """Run ``func(*args)`` on the loop and wait for its result in this thread."""
-        return self.portal().call(func, *args)
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result in this thread."""
+        try:
+            loop = self.loop()
+        except BaseException:
+            coro.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def _start(self) -> None:
-        ready: Future[BlockingPortal] = Future()
+        ready: Future[None] = Future()
         finished: Future[None] = Future()
 
         def run() -> None:
             self._thread_id = threading.get_ident()
             try:
-                anyio.run(self._serve, ready)
+                asyncio.run(self._serve(ready))
             except BaseException as exc:  # surface a failed start to the caller
                 if not ready.done():
                     ready.set_exception(exc)
@@ -84,108 +117,201 @@ class LoopThread:
                 finished.set_result(None)
 
         if self._executor is not None:
+            _register_exit_hook()
+            _in_executors.add(self)
             self._executor.submit(run)
         else:
             threading.Thread(target=run, name=self._name, daemon=True).start()
-        self._portal = ready.result()
+        ready.result()
         self._finished = finished
-        _running.add(self)
 
-    async def _serve(self, ready: Future[BlockingPortal]) -> None:
-        self.loop = asyncio.get_running_loop()
-        async with BlockingPortal() as portal:
-            ready.set_result(portal)
-            await portal.sleep_until_stopped()
+    async def _serve(self, ready: Future[None]) -> None:
+        self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        ready.set_result(None)
+        await self._stopping.wait()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the loop (cancelling what still runs there) and wait for its thread."""
+    def stop(self, *, wait: float | None) -> None:
+        """Stop the loop (``asyncio.run`` cancels what still runs) and wait for its thread.
+
+        :param wait: seconds to wait for the thread; ``None`` not to wait.
+        """
         with self._lock:
             self._stopped = True
-            portal, self._portal = self._portal, None
-            finished = self._finished
-        _running.discard(self)
-        if portal is None:
+            loop, stopping, self._loop = self._loop, self._stopping, None
+        if loop is None or stopping is None:
             return
-        if self.in_loop_thread():
-            raise RuntimeError("the event-loop thread cannot stop itself")
         try:
-            portal.call(portal.stop, True)
+            loop.call_soon_threadsafe(stopping.set)
         except RuntimeError:
-            pass  # already stopping
-        if finished is not None:
-            finished.exception(timeout=timeout)
+            return  # its loop is closed already
+        if wait is not None and not self.in_loop_thread() and self._finished is not None:
+            self._finished.exception(timeout=wait)
 
 
-class Prefetcher(Generic[T]):
-    """Runs an async iterator on a loop thread and hands its items to a blocking consumer.
+class _Pump(Generic[T]):
+    """Moves a source's batches from the loop to one blocking consumer thread.
 
-    A task on the loop reads ahead by at most ``limit`` items, so a consumer
-    that is ready costs one thread wake-up per chunk read, not a round trip
-    to the loop per item.  An error ends the items and is raised after them.
+    The pump reads ahead by at most ``limit`` batches, so a consumer that is
+    ready costs one thread wake-up per chunk read, not a round trip to the loop
+    per item.  An error ends the batches and is raised after them.
     """
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        source: AsyncGenerator[list[T], None],
-        limit: int = 16,
-    ) -> None:
-        self._loop = loop
-        self._source = source
+    def __init__(self, loop_thread: LoopThread, limit: int) -> None:
+        self._loop_thread = loop_thread
         self._limit = limit
         self._ready = threading.Condition()
-        self._items: deque[T] = deque()
+        self._batches: deque[list[T]] = deque()
         self._error: BaseException | None = None
         self._finished = False
         self._wants_room = False
-        self._room = asyncio.Event()
-        self._task = asyncio.run_coroutine_threadsafe(self._produce(), loop)
+        self._room: asyncio.Event | None = None
+        self._last: T | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def _produce(self) -> None:
+    async def run(self, open_source: Callable[[], BatchSource[T]]) -> None:
+        self._task = asyncio.current_task()
+        room = self._room = asyncio.Event()
         ready = self._ready
+        source: BatchSource[T] | None = None
         try:
-            async for batch in self._source:
+            source = open_source()
+            while True:
+                try:
+                    batch = await source.next_batch()
+                except StopAsyncIteration:
+                    break
+                self._last = batch[-1]
                 with ready:
-                    self._items.extend(batch)
+                    self._batches.append(batch)
                     ready.notify()
-                    full = len(self._items) >= self._limit
+                    full = len(self._batches) >= self._limit
                     if full:
-                        self._room.clear()
+                        room.clear()
                         self._wants_room = True
                 if full:
-                    await self._room.wait()
-        except BaseException as exc:  # handed to the consumer, who re-raises it
+                    await source.park(room)
+        except TongyiError as exc:
             self._error = exc
+        except BaseException as exc:
+            # The consumer cancelled nothing: a cancellation here is the loop
+            # stopping under it (the client closing), reported as such.
+            self._error = self._closed_error() if isinstance(exc, asyncio.CancelledError) else exc
         finally:
             try:
-                await self._source.aclose()
+                if source is not None:
+                    await source.aclose()
             finally:
                 with ready:
                     self._finished = True
-                    ready.notify()
+                    if not self._loop_thread.exiting:
+                        ready.notify()
 
-    def __iter__(self) -> Iterator[T]:
+    def fail(self, error: TongyiError) -> None:
+        with self._ready:
+            self._error = error
+            self._finished = True
+            self._ready.notify()
+
+    def _closed_error(self) -> TongyiError:
+        if self._last is None:
+            return APIConnectionError("the client was closed while the call was running")
+        return StreamInterruptedError(
+            "the stream broke after content began: the client was closed",
+            partial=self._last,  # type: ignore[arg-type]
+        )
+
+    def items(self) -> Generator[T, None, None]:
         ready = self._ready
-        items = self._items
+        batches = self._batches
         while True:
             with ready:
-                while not items and not self._finished:
+                while not batches and not self._finished:
                     ready.wait()
-                if items:
-                    item = items.popleft()
-                    if self._wants_room and len(items) <= self._limit // 2:
+                if batches:
+                    batch = batches.popleft()
+                    if self._wants_room and len(batches) <= self._limit // 2:
                         self._wants_room = False
-                        self._loop.call_soon_threadsafe(self._room.set)
+                        self._make_room()
                 elif self._error is not None:
-                    raise self._error
+                    error, self._error = self._error, None
+                    raise error
                 else:
                     return
-            yield item
+            yield from batch
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop reading and wait until the source is closed (idempotent)."""
-        if self._task.done():
+    def _make_room(self) -> None:
+        room, loop = self._room, self._loop_thread.running_loop
+        if room is None or loop is None or self._finished:
             return
-        self._loop.call_soon_threadsafe(self._task.cancel)
-        with self._ready:
-            self._ready.wait_for(lambda: self._finished, timeout)
+        try:
+            loop.call_soon_threadsafe(room.set)
+        except RuntimeError:
+            pass  # the loop closed: the pump has finished or is finishing
+
+    def cancel(self, *, wait: float | None) -> None:
+        """Stop the source (from any thread, the loop's own included) and maybe wait."""
+        task, loop = self._task, self._loop_thread.running_loop
+        if self._finished or loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(_cancel, task)
+        except RuntimeError:
+            return  # the loop closed: nothing runs there any more
+        if wait is not None and not self._loop_thread.in_loop_thread():
+            with self._ready:
+                self._ready.wait_for(lambda: self._finished, wait)
+
+
+def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+
+
+# Pumps still running: the loop keeps only weak references to tasks, and a
+# generator dropped in a reference cycle must not take its pump's task with it.
+_running_pumps: set[asyncio.Task[None]] = set()
+
+
+def pump(
+    loop_thread: LoopThread,
+    open_source: Callable[[], BatchSource[T]],
+    *,
+    limit: int = 16,
+) -> Generator[T, None, None]:
+    """A generator of ``open_source()``'s items, read on ``loop_thread``'s loop.
+
+    The source is opened on the loop by the pump's own task: no separate round
+    trip.  Closing the generator, or dropping it (whichever thread finalises it,
+    the loop's own included), cancels the source and closes its response.
+    """
+    loop = loop_thread.loop()
+    bridge: _Pump[T] = _Pump(loop_thread, limit)
+
+    def start() -> None:
+        if not loop_thread.is_started:  # the client closed before the pump began
+            bridge.fail(APIConnectionError("the client was closed before the call started"))
+            return
+        task = loop.create_task(bridge.run(open_source))
+        _running_pumps.add(task)
+        task.add_done_callback(_running_pumps.discard)
+
+    loop.call_soon_threadsafe(start)
+    return _consume(bridge)
+
+
+def _consume(bridge: _Pump[T]) -> Generator[T, None, None]:
+    try:
+        yield from bridge.items()
+    finally:
+        # On break, close(), KeyboardInterrupt or garbage collection alike.
+        bridge.cancel(wait=5.0)
+
+
+def run_sync(loop_thread: LoopThread, make: Callable[[], Awaitable[T]]) -> T:
+    """Run ``make()`` on the loop thread and return its result (for one-shot calls)."""
+
+    async def call() -> T:
+        return await make()
+
+    return loop_thread.run(call())

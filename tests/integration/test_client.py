@@ -266,7 +266,9 @@ def test_one_client_on_successive_event_loops(dashscope_emulator: DashScopeEmula
     client = make_client(dashscope_emulator)
     for _ in range(3):
         assert asyncio.run(client.generate("x")).finish_reason == "stop"
-    assert client._pools == {}  # each loop's pool closed with its loop
+        # each loop's connections closed with its loop
+        assert dashscope_emulator.wait_for_open_connections(0)
+    assert dashscope_emulator.connections == 3
     client.close()
 
 

@@ -59,7 +59,7 @@ async def test_explicit_aclose_closes_the_connection(
     await stream.aclose()
     await stream.aclose()
     assert await closed_on_server(dashscope_emulator)
-    with pytest.raises(StopAsyncIteration):
+    with pytest.raises(RuntimeError, match="ended"):
         await stream.__anext__()
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import pytest
 
-from aiotongyi import BadRequestError, StreamInterruptedError, TongyiLLMClient
+from aiotongyi import BadRequestError, RetryPolicy, StreamInterruptedError, TongyiLLMClient
 from aiotongyi.testing import DashScopeEmulator, ErrorEvent, Reply, http_error
 
 from ..conftest import make_client
@@ -156,15 +157,14 @@ def test_fifty_threads_share_one_client(
 def test_caller_executor_hosts_the_loop_until_close(dashscope_emulator: DashScopeEmulator) -> None:
     with ThreadPoolExecutor(2, thread_name_prefix="caller") as executor:
         client = make_client(dashscope_emulator, executor=executor)
-        names: list[str] = []
-
-        async def where() -> None:
-            names.append(threading.current_thread().name)
-
+        before = {t.name for t in threading.enumerate()}
         client.sync_generate("x")
-        client._loop_thread.call(where)
-        assert names[0].startswith("caller")
+        started = {t.name for t in threading.enumerate()} - before
+        assert len(started) == 1 and next(iter(started)).startswith("caller"), started
         client.close()
+        # the worker is free again: both workers take a task at once
+        barrier = threading.Barrier(2, timeout=2)
+        assert list(executor.map(lambda _: barrier.wait() >= 0, range(2))) == [True, True]
 
 
 def test_sync_and_async_use_on_one_client(dashscope_emulator: DashScopeEmulator) -> None:
@@ -173,14 +173,18 @@ def test_sync_and_async_use_on_one_client(dashscope_emulator: DashScopeEmulator)
     assert asyncio.run(client.generate("b")).finish_reason == "stop"
     assert client.sync_generate("c").finish_reason == "stop"
     client.close()
-    assert client._pools == {}
+    assert dashscope_emulator.wait_for_open_connections(0)
 
 
 def test_calling_the_sync_api_from_the_loop_thread_is_refused(
-    sync_client: TongyiLLMClient,
+    sync_client: TongyiLLMClient, dashscope_emulator: DashScopeEmulator
 ) -> None:
-    async def inside() -> None:
-        sync_client.sync_generate("x")
+    class CallsBackIn(RetryPolicy):
+        def delay(self, attempt: int, headers: Mapping[str, str] | None, jitter: float) -> float:
+            sync_client.sync_generate("inner")  # runs on the client's loop thread
+            return 0.0
 
+    dashscope_emulator.enqueue(http_error(503))
+    client = sync_client.with_options(retry_policy=CallsBackIn())
     with pytest.raises(RuntimeError, match="loop thread"):
-        sync_client._loop_thread.call(inside)
+        client.sync_generate("x")

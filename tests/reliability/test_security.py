@@ -8,19 +8,21 @@ import logging
 import os
 import pathlib
 import re
+import shutil
+import socket
 import ssl
 import subprocess
 import sys
 import threading
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 import aiotongyi
-from aiotongyi import Timeout, TongyiError, TongyiLLMClient
+from aiotongyi import APIConnectionError, Timeout, TongyiError, TongyiLLMClient
 from aiotongyi.testing import DashScopeEmulator, ErrorEvent, Reply, http_error
 
 from .helpers import MODES, run_async, run_async_mode, run_sync_mode
@@ -198,44 +200,48 @@ def test_the_cli_never_prints_the_key(script: str, dashscope_emulator: DashScope
 # -- TLS ------------------------------------------------------------------------------
 
 
-def test_tls_verification_is_on_in_the_default_pool(dashscope_emulator: DashScopeEmulator) -> None:
-    client = TongyiLLMClient(api_key="k", base_url=dashscope_emulator.base_url)
+@pytest.fixture
+def self_signed_server(tmp_path: Path) -> Iterator[str]:
+    """An HTTPS server on 127.0.0.1 whose certificate nobody trusts."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        stop = threading.Event()
 
-    async def main() -> None:
-        pool = await client._acquire_pool()
-        connector = pool.session.connector
-        assert isinstance(connector, aiohttp.TCPConnector)
-        setting = connector._ssl  # True / None: aiohttp's verifying default
-        if isinstance(setting, ssl.SSLContext):
-            assert setting.verify_mode == ssl.CERT_REQUIRED and setting.check_hostname
-        else:
-            assert setting in (True, None), setting
-        await client.aclose()
+        def serve() -> None:
+            listener.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    raw, _ = listener.accept()
+                except OSError:
+                    continue
+                with raw:
+                    try:
+                        context.wrap_socket(raw, server_side=True).close()
+                    except (ssl.SSLError, OSError):
+                        pass  # the client refused the certificate, as it should
 
-    run_async(main)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield f"https://127.0.0.1:{port}/api/v1"
+        stop.set()
+        thread.join()
 
 
-def test_requests_never_turn_verification_off(
-    dashscope_emulator: DashScopeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Whatever reaches aiohttp's request call carries no ssl=False / verify_ssl=False."""
-    calls: list[dict[str, Any]] = []
-    original = aiohttp.ClientSession._request
-
-    def spy(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(aiohttp.ClientSession, "_request", spy)
-    dashscope_emulator.enqueue(http_error(503, retry_after=0), Reply(text=["ok"]))
-    with TongyiLLMClient(api_key="k", base_url=dashscope_emulator.base_url) as client:
-        assert client.sync_generate("hi").text == "ok"
-        asyncio.run(client.generate("hi"))
-    assert len(calls) == 3
-    for kwargs in calls:
-        assert kwargs.get("ssl", True) not in (False, None) or "ssl" not in kwargs, kwargs
-        assert kwargs.get("verify_ssl", True) is not False
-        assert kwargs.get("fingerprint") is None
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_certificates_are_verified_on_every_call_form(self_signed_server: str) -> None:
+    with TongyiLLMClient(api_key="k", base_url=self_signed_server, max_retries=0) as client:
+        with pytest.raises(APIConnectionError, match=r"certificate|SSL"):
+            client.sync_generate("hi")
+        with pytest.raises(APIConnectionError, match=r"certificate|SSL"):
+            asyncio.run(client.generate("hi"))
 
 
 def test_there_is_no_switch_to_disable_tls() -> None:
