@@ -16,7 +16,9 @@ import aiohttp
 
 from ._config import (
     DEFAULT_MODEL,
+    check_header_name,
     check_header_value,
+    check_proxy_url,
     mask_key,
     proxy_from_environment,
     resolve_api_key,
@@ -118,7 +120,7 @@ class TongyiLLMClient:
         self.max_retries = max_retries
         self.max_connections = max_connections
         if proxy is not None:
-            check_header_value("proxy", proxy)
+            proxy = check_proxy_url(proxy)
         self._proxy = proxy if proxy is not None else proxy_from_environment(self._base_url)
         self._headers = self._build_headers(headers)
         self._session = session
@@ -139,7 +141,7 @@ class TongyiLLMClient:
         for name, value in (extra or {}).items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ValueError("headers must map str to str")
-            check_header_value(f"header name {name!r}", name)
+            check_header_name(name)
             check_header_value(f"header {name!r}", value)
             headers[name] = value
         if self._api_key is not None:

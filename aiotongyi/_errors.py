@@ -7,16 +7,45 @@ import json
 import re
 from collections.abc import Mapping
 
-from ._exceptions import APIError, BadRequestError, error_for_status
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+)
 from ._models import ModelOutput
 from ._sse import SSEDecoder, SSEProtocolError
 
-__all__ = ["api_error", "error_from_http_body", "error_from_payload", "infer_status"]
+__all__ = [
+    "api_error",
+    "error_for_status",
+    "error_from_http_body",
+    "error_from_payload",
+    "infer_status",
+]
 
 # The one InternalError* code that is really a bad parameter (PROTOCOL.md).
 _PARAMETER_ALGO_ERROR = "InternalError.Algo.InvalidParameter"
 _TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.DOTALL | re.IGNORECASE)
 _MAX_HTML_MESSAGE = 200
+_MAX_MESSAGE = 2000  # a service message is a sentence; anything longer is cut
+
+_CLASS_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def error_for_status(status_code: int) -> type[APIError]:
+    """The :class:`APIError` subclass for an effective HTTP status."""
+    if status_code >= 500:
+        return ServerError
+    return _CLASS_BY_STATUS.get(status_code, APIError)
 
 
 def infer_status(code: str) -> int:
@@ -77,11 +106,22 @@ def error_from_payload(
     rid = payload.get("request_id")
     return api_error(
         status,
-        str(code) if code not in (None, "") else "",
-        str(message) if message is not None else "",
+        _short(code) if code not in (None, "") else "",
+        _short(message) if message is not None else "",
         rid if isinstance(rid, str) and rid else request_id,
         partial,
     )
+
+
+def _short(value: object) -> str:
+    """A payload field as a one-line-ish string of bounded size."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 3] + "..."
+    return text
 
 
 def error_from_http_body(
@@ -107,7 +147,7 @@ def error_from_http_body(
 def _json_object(raw: bytes) -> Mapping[str, object] | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to decode
         return None
     return value if isinstance(value, dict) else None
 
