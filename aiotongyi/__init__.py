@@ -7,6 +7,7 @@ from async code (``generate_stream``, ``generate``) or sync code
 """
 
 from ._client import TongyiLLMClient
+from ._config import configure_logging as _configure_logging
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -49,6 +50,9 @@ __all__ = [
     "Usage",
     "__version__",
 ]
+
+# AIOTONGYI_LOG=debug|info|warning: a stderr handler on the "aiotongyi" logger.
+_configure_logging()
 
 # Tracebacks and reprs say aiotongyi.X, not aiotongyi._module.X.
 for _name in __all__:

@@ -128,6 +128,7 @@ def error_from_http_body(
     status: int, content_type: str, body: bytes, request_id: str | None
 ) -> APIError:
     """An error from a non-2xx reply: JSON, an SSE ``event:error`` frame, or HTML/text."""
+    text = body
     if "event-stream" in content_type:
         try:
             decoder = SSEDecoder()
@@ -138,10 +139,12 @@ def error_from_http_body(
             payload = _json_object(event.data)
             if payload is not None:
                 return error_from_payload(payload, event.status or status, request_id)
+        if events:  # no JSON in it: the first event's data says more than its framing
+            text = events[0].data
     payload = _json_object(body)
     if payload is not None:
         return error_from_payload(payload, status, request_id)
-    return api_error(status, "", _plain_text(body) or f"HTTP {status}", request_id)
+    return api_error(status, "", _plain_text(text) or f"HTTP {status}", request_id)
 
 
 def _json_object(raw: bytes) -> Mapping[str, object] | None:

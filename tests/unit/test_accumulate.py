@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,12 @@ from aiotongyi import (
 )
 from aiotongyi._accumulate import Accumulator
 from aiotongyi._sse import SSEEvent
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the checkout, not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.frame_shapes import SHAPES, per_frame_seconds  # noqa: E402
 
 
 def frame(
@@ -284,3 +293,154 @@ def test_long_answers_keep_every_prefix_right() -> None:
         assert outputs[i].text == "".join(deltas[: i + 1])
     assert outputs[-1].text == "".join(deltas)
     assert outputs[10].text == "".join(deltas[:11])  # read again after later joins
+
+
+# -- flat cost per frame (issue 15) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_cost_per_frame_is_flat_for_every_shape(shape: str) -> None:
+    # Loose on purpose (a shared machine is noisy): quadratic merging gave 12x here.
+    small = per_frame_seconds(shape, 1000, repeat=8)
+    large = per_frame_seconds(shape, 8000, repeat=2)
+    assert large / small < 2, f"{shape}: {small * 1e6:.1f} -> {large * 1e6:.1f} us/frame"
+
+
+def tool_frame(index: int, *, call_id: str = "", name: str = "", arguments: str = "") -> SSEEvent:
+    fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+    if call_id:
+        fragment["id"] = call_id
+    if name:
+        fragment["function"]["name"] = name
+    return frame("", tool_calls=[fragment])
+
+
+def test_many_tool_calls_merge_correctly_whatever_order_outputs_are_read() -> None:
+    events = [tool_frame(i, call_id=f"c{i}", name="f", arguments="{") for i in (2, 0, 1)]
+    events += [tool_frame(i, arguments=f"{i}}}") for i in range(3)]
+    outputs = run([*events, frame("", finish="tool_calls")])
+    expected = [
+        [(2, "{")],
+        [(0, "{"), (2, "{")],
+        [(0, "{"), (1, "{"), (2, "{")],
+        [(0, "{0}"), (1, "{"), (2, "{")],
+        [(0, "{0}"), (1, "{1}"), (2, "{")],
+        [(0, "{0}"), (1, "{1}"), (2, "{2}")],
+        [(0, "{0}"), (1, "{1}"), (2, "{2}")],
+    ]
+    for order in (range(len(outputs)), reversed(range(len(outputs))), [6, 0, 3, 3, 1]):
+        for i in order:
+            calls = outputs[i].tool_calls
+            assert [(c.index, c.arguments) for c in calls] == expected[i]
+            assert all(isinstance(c, ToolCall) and c.name == "f" for c in calls)
+            assert [c.id for c in calls] == [f"c{c.index}" for c in calls]
+
+
+# -- frames after the finish ---------------------------------------------------------
+
+
+def finished(**kwargs: Any) -> tuple[Accumulator, list[Any]]:
+    acc = Accumulator("qwen-plus", **kwargs)
+    outputs = acc.add_event(frame("answer", usage={"input_tokens": 1, "output_tokens": 2}))
+    outputs += acc.add_event(frame("", finish="stop"))
+    return acc, outputs
+
+
+@pytest.mark.parametrize("choices", [None, 1])
+def test_content_and_finish_frames_after_the_finish_change_nothing(
+    choices: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    acc, outputs = finished(choices=choices)
+    caplog.set_level(logging.DEBUG, logger="aiotongyi")
+    usage = {"input_tokens": 1, "output_tokens": 99, "total_tokens": 100}
+    assert acc.add_event(frame(" INJECTED", usage=usage)) == []
+    assert acc.add_event(frame(" INJECTED", finish="length")) == []
+    assert acc.add_event(frame("", reasoning="hmm", finish="null")) == []
+    assert acc.add_event(frame("", tool_calls=[{"index": 0, "function": {"name": "f"}}])) == []
+    assert acc.last is outputs[-1]
+    assert (acc.last.text, acc.last.finish_reason) == ("answer", "stop")
+    assert acc.usage == Usage(1, 2, 3)
+    assert acc.is_complete
+    assert "after the answer finished" in caplog.text
+
+
+def test_error_and_garbage_frames_after_the_finish_are_ignored() -> None:
+    acc, _ = finished()
+    error = json.dumps({"code": "Throttling", "message": "late"}).encode()
+    assert acc.add_event(SSEEvent("error", error, None, 429)) == []
+    assert acc.add_frame({"code": "InternalError", "message": "late"}) == []
+    assert acc.add_event(SSEEvent("result", b"{not json", None, 200)) == []
+    assert acc.add_event(SSEEvent("result", b"[" * 1500 + b"]" * 1500, None, 200)) == []
+    assert acc.add_event(SSEEvent("result", b"[1]", None, 200)) == []
+    assert acc.last is not None
+    assert acc.last.text == "answer"
+
+
+def test_a_usage_only_frame_after_the_finish_updates_usage_only() -> None:
+    acc, outputs = finished()
+    usage = {"input_tokens": 1, "output_tokens": 5, "total_tokens": 6}
+    assert acc.add_frame({"output": {"choices": []}, "usage": usage}) == []
+    assert acc.usage == Usage(1, 5, 6)
+    assert acc.add_frame({"usage": {**usage, "output_tokens": 7, "total_tokens": 8}}) == []
+    assert acc.usage == Usage(1, 7, 8)
+    assert acc.last is outputs[-1]  # outputs already delivered never change
+
+
+def test_a_new_choice_after_the_first_finished_is_taken_while_n_allows() -> None:
+    acc, _ = finished(choices=2)
+    assert [o.text for o in acc.add_event(frame("second", index=1))] == ["second"]
+    assert not acc.is_complete
+    acc.add_event(frame("", index=1, finish="stop"))
+    assert acc.add_event(frame("third", index=2)) == []
+
+
+def test_a_new_choice_index_after_the_finish_is_refused_when_n_is_one() -> None:
+    acc, _ = finished(choices=1)
+    assert acc.add_event(frame("other", index=1)) == []
+    assert acc.is_complete
+
+
+# -- hostile JSON --------------------------------------------------------------------
+
+
+def test_a_deeply_nested_frame_is_a_protocol_error_keeping_partial() -> None:
+    acc = Accumulator("qwen-plus")
+    acc.add_event(frame("half"))
+    deep = b'{"output":' + b"[" * 1500 + b"]" * 1500 + b"}"
+    assert 2900 < len(deep) < 3100
+    with pytest.raises(ProtocolError) as caught:
+        acc.add_event(SSEEvent("result", deep, None, 200))
+    assert caught.value.partial is not None
+    assert caught.value.partial.text == "half"
+    assert "nested too deeply" in str(caught.value)
+
+
+def test_a_frame_nested_just_under_the_limit_in_odd_places_is_a_protocol_error() -> None:
+    acc = Accumulator("qwen-plus")
+    acc.add_event(frame("half"))
+    nested = "[" * 900 + "]" * 900
+    body = (
+        '{"output":{"choices":[{"message":{"content":"x"},"logprobs":{"content":'
+        + nested
+        + "}}]}}"
+    )
+    with pytest.raises(ProtocolError) as caught:
+        acc.add_event(SSEEvent("result", body.encode(), None, 200))
+    assert caught.value.partial is not None
+
+
+# -- usage in every spelling ---------------------------------------------------------
+
+
+def test_cached_tokens_at_the_top_level_of_usage() -> None:
+    # qwen-doc-turbo puts cached_tokens beside input_tokens (a recorded reply).
+    usage = {"input_tokens": 10, "output_tokens": 2, "total_tokens": 12, "cached_tokens": 8}
+    (out,) = run([frame("a", finish="stop", usage=usage)])
+    assert out.usage.cached_tokens == 8
+
+
+def test_cached_tokens_under_either_details_object() -> None:
+    for key in ("prompt_tokens_details", "input_tokens_details"):
+        usage = {"input_tokens": 10, "output_tokens": 2, key: {"cached_tokens": 4}}
+        (out,) = run([frame("a", finish="stop", usage=usage)])
+        assert out.usage.cached_tokens == 4
