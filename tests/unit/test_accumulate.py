@@ -420,9 +420,7 @@ def test_a_frame_nested_just_under_the_limit_in_odd_places_is_a_protocol_error()
     acc.add_event(frame("half"))
     nested = "[" * 900 + "]" * 900
     body = (
-        '{"output":{"choices":[{"message":{"content":"x"},"logprobs":{"content":'
-        + nested
-        + "}}]}}"
+        '{"output":{"choices":[{"message":{"content":"x"},"logprobs":{"content":' + nested + "}}]}}"
     )
     with pytest.raises(ProtocolError) as caught:
         acc.add_event(SSEEvent("result", body.encode(), None, 200))

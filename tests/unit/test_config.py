@@ -119,7 +119,7 @@ def test_an_unknown_region_lists_the_known_ones(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ValueError, match="eu-central-1"):
         client(api_region="mars")
     monkeypatch.setenv("DASHSCOPE_REGION", "mars")
-    with pytest.raises(ValueError, match="DASHSCOPE_REGION 'mars'.*ap-northeast-1"):
+    with pytest.raises(ValueError, match=r"DASHSCOPE_REGION 'mars'.*ap-northeast-1"):
         client()
 
 
