@@ -22,7 +22,17 @@ from ._exceptions import (
     StreamInterruptedError,
     TongyiError,
 )
-from ._models import ModelOutput, ModelRequest, Timeout, ToolCall, Usage
+from ._models import (
+    ModelOutput,
+    ModelRequest,
+    SearchInfo,
+    SearchResult,
+    Timeout,
+    TokenLogprob,
+    ToolCall,
+    TopLogprob,
+    Usage,
+)
 from ._request import GenerateParams
 from ._stream import Stream
 from ._version import __version__
@@ -40,13 +50,17 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
+    "SearchInfo",
+    "SearchResult",
     "ServerError",
     "Stream",
     "StreamInterruptedError",
     "Timeout",
+    "TokenLogprob",
     "TongyiError",
     "TongyiLLMClient",
     "ToolCall",
+    "TopLogprob",
     "Usage",
     "__version__",
 ]

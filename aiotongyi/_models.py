@@ -418,6 +418,12 @@ class ModelRequest:
     thinking_budget: int | None = None
     response_format: Mapping[str, object] | None = None
     n: int | None = None
+    search_options: Mapping[str, object] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    enable_code_interpreter: bool | None = None
+    vl_high_resolution_images: bool | None = None
+    translation_options: Mapping[str, object] | None = None
     extra_body: Mapping[str, object] | None = None
     timeout: Timeout | float | None = None
     endpoint: Literal["text", "multimodal"] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ from aiotongyi import (
     BadRequestError,
     ProtocolError,
     RateLimitError,
+    SearchInfo,
+    SearchResult,
     StreamInterruptedError,
+    TokenLogprob,
     ToolCall,
+    TopLogprob,
     Usage,
 )
 from aiotongyi._accumulate import Accumulator
@@ -442,3 +447,173 @@ def test_cached_tokens_under_either_details_object() -> None:
         usage = {"input_tokens": 10, "output_tokens": 2, key: {"cached_tokens": 4}}
         (out,) = run([frame("a", finish="stop", usage=usage)])
         assert out.usage.cached_tokens == 4
+
+
+# -- everything the service sends (issue 16) -----------------------------------------
+
+SEARCH = {
+    "search_results": [
+        {
+            "index": 1,
+            "title": "杭州天气",
+            "url": "https://weather.example/hz",
+            "site_name": "天气网",
+            "icon": "https://weather.example/i.png",
+            "extra": "kept in raw",
+        }
+    ]
+}
+
+
+def rich(content: str, *, finish: str = "null", **output_extra: Any) -> dict[str, Any]:
+    return {
+        "output": {
+            "choices": [
+                {"message": {"role": "assistant", "content": content}, "finish_reason": finish}
+            ],
+            **output_extra,
+        },
+        "request_id": "r",
+    }
+
+
+def test_search_info_is_typed_and_kept_from_the_frame_that_carries_it() -> None:
+    acc = Accumulator("qwen-plus")
+    first = acc.add_frame(rich("a"))
+    second = acc.add_frame(rich("b", search_info=SEARCH))
+    third = acc.add_frame(rich("", finish="stop"))
+    assert first[0].search_info is None
+    expected = SearchInfo(
+        (
+            SearchResult(
+                1,
+                "杭州天气",
+                "https://weather.example/hz",
+                "天气网",
+                "https://weather.example/i.png",
+            ),
+        )
+    )
+    assert second[0].search_info == expected
+    assert third[0].search_info == expected
+    assert third[0].raw["output"] == rich("", finish="stop")["output"]
+    assert second[0].raw["output"]["search_info"]["search_results"][0]["extra"] == "kept in raw"
+
+
+def test_logprobs_cumulative_and_per_frame() -> None:
+    def token(text: str, logprob: float) -> dict[str, Any]:
+        return {
+            "token": text,
+            "logprob": logprob,
+            "bytes": list(text.encode()),
+            "top_logprobs": [{"token": text, "logprob": logprob, "bytes": list(text.encode())}],
+        }
+
+    frames = []
+    for i, pieces in enumerate([["春", "眠"], ["不"], []]):
+        body = rich("".join(pieces), finish="stop" if i == 2 else "null")
+        body["output"]["choices"][0]["logprobs"] = {
+            "content": [token(p, -0.1 * n) for n, p in enumerate(pieces)]
+        }
+        frames.append(body)
+    acc = Accumulator("qwen-plus")
+    outputs = [out for body in frames for out in acc.add_frame(body)]
+    assert [[t.token for t in o.logprobs_delta] for o in outputs] == [["春", "眠"], ["不"], []]
+    assert [[t.token for t in o.logprobs] for o in outputs] == [
+        ["春", "眠"],
+        ["春", "眠", "不"],
+        ["春", "眠", "不"],
+    ]
+    first = outputs[0].logprobs[0]
+    assert first == TokenLogprob(
+        "春", -0.0, tuple("春".encode()), (TopLogprob("春", -0.0, tuple("春".encode())),)
+    )
+
+
+def test_outputs_without_logprobs_have_empty_tuples() -> None:
+    (out,) = run([frame("a", finish="stop")])
+    assert (out.logprobs, out.logprobs_delta, out.tool_info, out.search_info) == ((), (), (), None)
+
+
+def test_tool_info_is_kept_as_sent() -> None:
+    info = [{"type": "code_interpreter", "code_interpreter": {"code": "print(12**3)"}}]
+    acc = Accumulator("qwen3-max")
+    outputs = acc.add_frame(rich("", tool_info=info))  # no text: no output yet
+    outputs += acc.add_frame(rich("1728", finish="stop"))
+    (out,) = outputs
+    assert out.tool_info == tuple(info)
+    assert out.tool_info[0]["code_interpreter"] == {"code": "print(12**3)"}
+    with pytest.raises(TypeError):
+        out.tool_info[0]["type"] = "x"  # type: ignore[index]
+
+
+def test_usage_keeps_every_detail() -> None:
+    usage = {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "total_tokens": 120,
+        "input_tokens_details": {
+            "text_tokens": 40,
+            "image_tokens": 50,
+            "audio_tokens": 6,
+            "video_tokens": 4,
+            "cached_tokens": 30,
+            "cache_creation_input_tokens": 10,
+        },
+        "output_tokens_details": {"text_tokens": 12, "reasoning_tokens": 8},
+        "plugins": {"search": {"count": 1, "strategy": "turbo"}},
+        "seconds": 3,
+    }
+    (out,) = run([frame("a", finish="stop", usage=usage)])
+    got = out.usage
+    assert (got.prompt_tokens, got.completion_tokens, got.total_tokens) == (100, 20, 120)
+    assert (got.reasoning_tokens, got.cached_tokens, got.cache_creation_input_tokens) == (8, 30, 10)
+    assert (got.image_tokens, got.audio_tokens, got.video_tokens) == (50, 6, 4)
+    assert got.plugins == {"search": {"count": 1, "strategy": "turbo"}}
+    assert got.raw == usage
+    assert got.raw["seconds"] == 3
+    assert got.to_dict() == {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    assert pickle.loads(pickle.dumps(got)) == got
+
+
+def test_top_level_token_details_are_read_too() -> None:
+    usage = {
+        "input_tokens": 9,
+        "output_tokens": 1,
+        "image_tokens": 7,
+        "cache_creation_input_tokens": 2,
+    }
+    (out,) = run([frame("a", finish="stop", usage=usage)])
+    assert (out.usage.image_tokens, out.usage.cache_creation_input_tokens) == (7, 2)
+
+
+def test_plain_usage_has_no_details() -> None:
+    (out,) = run(
+        [
+            frame(
+                "a", finish="stop", usage={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+            )
+        ]
+    )
+    assert out.usage == Usage(1, 2, 3)
+    assert out.usage.plugins is None
+    assert out.usage.raw == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"search_info": "nope"},
+        {"search_info": {"search_results": [1]}},
+    ],
+)
+def test_malformed_extras_are_protocol_errors(bad: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        Accumulator("m").add_frame(rich("a", **bad))
+
+
+def test_malformed_logprobs_are_protocol_errors() -> None:
+    body = rich("a")
+    body["output"]["choices"][0]["logprobs"] = {"content": [{"token": 1, "logprob": "x"}]}
+    with pytest.raises(ProtocolError):
+        Accumulator("m").add_frame(body)
