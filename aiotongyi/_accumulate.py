@@ -211,6 +211,14 @@ class Accumulator:
             raise self._error(frame, event.status)
         return self.add_frame(frame, event.status)
 
+    def add_body(self, body: bytes) -> list[ModelOutput]:
+        """Outputs for a whole non-stream JSON reply (the single, final frame).
+
+        :raises ProtocolError: when the body is not a JSON object (nested too
+            deeply included), as for a stream's frame.
+        """
+        return self.add_event(SSEEvent("result", body))
+
     def add_frame(self, frame: dict[str, Any], status: int | None = None) -> list[ModelOutput]:
         """Outputs for one decoded JSON frame."""
         if self.is_complete and self._closed(frame):

@@ -617,3 +617,13 @@ def test_malformed_logprobs_are_protocol_errors() -> None:
     body["output"]["choices"][0]["logprobs"] = {"content": [{"token": 1, "logprob": "x"}]}
     with pytest.raises(ProtocolError):
         Accumulator("m").add_frame(body)
+
+
+def test_a_json_body_is_one_frame_and_garbage_is_a_protocol_error() -> None:
+    body = json.dumps(
+        {"output": {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}}
+    )
+    assert [o.text for o in Accumulator("m").add_body(body.encode())] == ["ok"]
+    for bad in (b"[" * 1500 + b"]" * 1500, b"not json", b"[1, 2]", b"\xff"):
+        with pytest.raises(ProtocolError):
+            Accumulator("m").add_body(bad)
