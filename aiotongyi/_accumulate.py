@@ -47,7 +47,11 @@ _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, RecursionError
 
 
 class _Tool:
-    """One tool call being merged: its fields and a buffer of argument fragments."""
+    """One tool call being merged: its fields and its arguments so far.
+
+    ``arguments`` stays a ``str`` until a second fragment arrives, then
+    becomes an append-only buffer (most calls come in one or a few pieces).
+    """
 
     __slots__ = ("arguments", "id", "kind", "name")
 
@@ -55,7 +59,18 @@ class _Tool:
         self.id = call_id
         self.name = name
         self.kind = kind
-        self.arguments = TextBuffer.of(arguments)
+        self.arguments: str | TextBuffer = arguments
+
+    def append(self, piece: str) -> None:
+        arguments = self.arguments
+        if type(arguments) is str:
+            arguments = self.arguments = TextBuffer.of(arguments)
+        arguments.append(piece)  # type: ignore[union-attr]
+
+    @property
+    def size(self) -> int:
+        arguments = self.arguments
+        return len(arguments) if type(arguments) is str else arguments.length  # type: ignore[union-attr]
 
 
 class ToolCallLog:
@@ -64,13 +79,14 @@ class ToolCallLog:
     Rebuilding the ``tuple[ToolCall, ...]`` on every frame that adds an index
     made many-call streams quadratic; here a frame costs one append, and
     :meth:`upto` rebuilds only the calls that changed since the last tuple
-    it built.
+    it built.  A record keeps the arguments' source (an immutable ``str`` or
+    an append-only buffer) and its length then, so old outputs stay as they were.
     """
 
     __slots__ = ("_cache", "_changes")
 
     def __init__(self) -> None:
-        self._changes: list[tuple[int, _Tool, str, str, int]] = []
+        self._changes: list[tuple[int, str, str, str, str | TextBuffer, int]] = []
         self._cache: tuple[int, tuple[ToolCall, ...]] = (0, ())
 
     @property
@@ -78,7 +94,7 @@ class ToolCallLog:
         return len(self._changes)
 
     def record(self, index: int, tool: _Tool) -> None:
-        self._changes.append((index, tool, tool.id, tool.name, tool.arguments.length))
+        self._changes.append((index, tool.id, tool.name, tool.kind, tool.arguments, tool.size))
 
     def upto(self, length: int) -> tuple[ToolCall, ...]:
         cached_length, cached = self._cache
@@ -87,8 +103,9 @@ class ToolCallLog:
         start, base = (cached_length, cached) if length > cached_length else (0, _NO_TOOLS)
         latest = {change[0]: change for change in self._changes[start:length]}
         calls = {call.index: call for call in base}
-        for index, tool, call_id, name, size in latest.values():
-            calls[index] = ToolCall(index, call_id, name, tool.arguments.upto(size), tool.kind)
+        for index, call_id, name, kind, source, size in latest.values():
+            arguments = source if type(source) is str else source.upto(size)  # type: ignore[union-attr]
+            calls[index] = ToolCall(index, call_id, name, arguments, kind)
         # New indices usually come in order: sorting an already sorted list is linear.
         value = tuple(calls[i] for i in sorted(calls))
         if length > cached_length:
@@ -440,11 +457,15 @@ class Accumulator:
                 touched = True
             if arguments:
                 if self._incremental:
-                    tool.arguments.append(arguments)
+                    tool.append(arguments)
                     touched = True
-                elif arguments != tool.arguments.upto(tool.arguments.length):
-                    tool.arguments = TextBuffer.of(arguments)
-                    touched = True
+                else:
+                    current = tool.arguments
+                    if type(current) is not str:
+                        current = current.upto(current.length)  # type: ignore[union-attr]
+                    if arguments != current:
+                        tool.arguments = arguments  # a new source: old records keep theirs
+                        touched = True
             if touched:
                 log.record(index, tool)
                 changed = True

@@ -627,3 +627,17 @@ def test_a_json_body_is_one_frame_and_garbage_is_a_protocol_error() -> None:
     for bad in (b"[" * 1500 + b"]" * 1500, b"not json", b"[1, 2]", b"\xff"):
         with pytest.raises(ProtocolError):
             Accumulator("m").add_body(bad)
+
+
+def test_snapshot_tool_arguments_leave_earlier_outputs_alone() -> None:
+    events = [
+        tool_frame(0, call_id="c", name="f", arguments='{"a"'),
+        tool_frame(0, arguments='{"a": 1'),
+        tool_frame(0, arguments='{"b": 2}'),  # the service rewrote it
+    ]
+    outputs = run(events, incremental=False)
+    assert [o.tool_calls[0].arguments for o in outputs] == ['{"a"', '{"a": 1', '{"b": 2}']
+    incremental = run(
+        [tool_frame(0, call_id="c", name="f", arguments="{"), tool_frame(0, arguments="}")]
+    )
+    assert [o.tool_calls[0].arguments for o in incremental] == ["{", "{}"]
