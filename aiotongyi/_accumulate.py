@@ -542,7 +542,7 @@ class Accumulator:
         inputs = usage.get("input_tokens_details") or usage.get("prompt_tokens_details")
         plugins = usage.get("plugins")
         details = {
-            "reasoning_tokens": _detail(outputs, "reasoning_tokens"),
+            "reasoning_tokens": _either(usage, outputs, "reasoning_tokens"),
             "cached_tokens": _either(usage, inputs, "cached_tokens"),
             "cache_creation_input_tokens": _either(usage, inputs, "cache_creation_input_tokens"),
             "image_tokens": _either(usage, inputs, "image_tokens"),

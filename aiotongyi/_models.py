@@ -305,7 +305,9 @@ class ModelOutput:
             text = text[3:-3].removeprefix("json").strip()
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = ValueError("nested too deeply to decode")
             raise JSONOutputError(
                 f"the answer is not valid JSON ({exc}): {self.text[:200]!r}",
                 request_id=self.request_id,

@@ -129,8 +129,9 @@ def prepare_request(
         encoded = json.dumps(
             body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         ).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"the request cannot be encoded as JSON: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"the request cannot be encoded as JSON: {reason}") from None
     n = parameters.get("n")
     return PreparedRequest(
         model=model,

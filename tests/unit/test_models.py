@@ -12,6 +12,7 @@ import pytest
 from aiotongyi import (
     APIConnectionError,
     AuthenticationError,
+    JSONOutputError,
     ModelOutput,
     Timeout,
     ToolCall,
@@ -135,3 +136,9 @@ def test_to_message_builds_the_assistant_turn_of_a_tool_round_trip() -> None:
         ],
     }
     assert ModelOutput(text="hi").to_message() == {"role": "assistant", "content": "hi"}
+
+
+def test_parse_json_of_a_deeply_nested_answer_is_a_json_output_error() -> None:
+    out = ModelOutput(text="[" * 5000 + "]" * 5000, finish_reason="stop")
+    with pytest.raises(JSONOutputError, match="nested too deeply"):
+        out.parse_json()

@@ -247,3 +247,11 @@ def test_new_parameters_are_checked(params: dict[str, Any], fragment: str) -> No
 def test_n_is_handed_to_the_stream() -> None:
     assert prepare_request("x", {"n": 3}, default_model="m", model_alias=None).choices == 3
     assert prepare_request("x", {}, default_model="m", model_alias=None).choices == 1
+
+
+def test_a_request_nested_too_deeply_is_a_value_error() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        body(extra_body={"x": deep})
