@@ -63,14 +63,14 @@ class _Tool:
 
     def append(self, piece: str) -> None:
         arguments = self.arguments
-        if type(arguments) is str:
+        if isinstance(arguments, str):
             arguments = self.arguments = TextBuffer.of(arguments)
-        arguments.append(piece)  # type: ignore[union-attr]
+        arguments.append(piece)
 
     @property
     def size(self) -> int:
         arguments = self.arguments
-        return len(arguments) if type(arguments) is str else arguments.length  # type: ignore[union-attr]
+        return len(arguments) if isinstance(arguments, str) else arguments.length
 
 
 class ToolCallLog:
@@ -104,7 +104,7 @@ class ToolCallLog:
         latest = {change[0]: change for change in self._changes[start:length]}
         calls = {call.index: call for call in base}
         for index, call_id, name, kind, source, size in latest.values():
-            arguments = source if type(source) is str else source.upto(size)  # type: ignore[union-attr]
+            arguments = source if isinstance(source, str) else source.upto(size)
             calls[index] = ToolCall(index, call_id, name, arguments, kind)
         # New indices usually come in order: sorting an already sorted list is linear.
         value = tuple(calls[i] for i in sorted(calls))
@@ -461,8 +461,8 @@ class Accumulator:
                     touched = True
                 else:
                     current = tool.arguments
-                    if type(current) is not str:
-                        current = current.upto(current.length)  # type: ignore[union-attr]
+                    if not isinstance(current, str):
+                        current = current.upto(current.length)
                     if arguments != current:
                         tool.arguments = arguments  # a new source: old records keep theirs
                         touched = True
