@@ -641,3 +641,43 @@ def test_snapshot_tool_arguments_leave_earlier_outputs_alone() -> None:
         [tool_frame(0, call_id="c", name="f", arguments="{"), tool_frame(0, arguments="}")]
     )
     assert [o.tool_calls[0].arguments for o in incremental] == ["{", "{}"]
+
+
+fragments = st.lists(
+    st.tuples(
+        st.integers(0, 4),  # index
+        st.sampled_from(["", "id1", "id2"]),
+        st.sampled_from(["", "f", "g"]),
+        st.text(alphabet="{}ab:1", max_size=4),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@given(fragments, st.booleans())
+def test_tool_calls_match_a_naive_merge_at_every_output(
+    steps: list[tuple[int, str, str, str]], incremental: bool
+) -> None:
+    """Every output's tool calls equal a straightforward merge of the fragments so far."""
+    acc = Accumulator("m", incremental=incremental)
+    expected: list[tuple[ToolCall, ...]] = []
+    produced = []
+    state: dict[int, list[str]] = {}
+    for index, call_id, name, arguments in steps:
+        outs = acc.add_event(tool_frame(index, call_id=call_id, name=name, arguments=arguments))
+        call = state.get(index)
+        if call is None:
+            state[index] = [call_id, name, arguments]
+        else:
+            call[0] = call[0] or call_id
+            call[1] = call[1] or name
+            if arguments:
+                call[2] = call[2] + arguments if incremental else arguments
+        produced += outs
+        expected += [tuple(ToolCall(i, c[0], c[1], c[2]) for i, c in sorted(state.items()))] * len(
+            outs
+        )
+    # Read in reverse, then forwards: the cache must not leak between outputs.
+    assert [o.tool_calls for o in reversed(produced)] == expected[::-1]
+    assert [o.tool_calls for o in produced] == expected
