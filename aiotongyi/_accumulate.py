@@ -46,31 +46,12 @@ _NO_TOOLS: tuple[ToolCall, ...] = ()
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, RecursionError)
 
 
-class _Tool:
-    """One tool call being merged: its fields and its arguments so far.
-
-    ``arguments`` stays a ``str`` until a second fragment arrives, then
-    becomes an append-only buffer (most calls come in one or a few pieces).
-    """
-
-    __slots__ = ("arguments", "id", "kind", "name")
-
-    def __init__(self, call_id: str, name: str, arguments: str, kind: str) -> None:
-        self.id = call_id
-        self.name = name
-        self.kind = kind
-        self.arguments: str | TextBuffer = arguments
-
-    def append(self, piece: str) -> None:
-        arguments = self.arguments
-        if isinstance(arguments, str):
-            arguments = self.arguments = TextBuffer.of(arguments)
-        arguments.append(piece)
-
-    @property
-    def size(self) -> int:
-        arguments = self.arguments
-        return len(arguments) if isinstance(arguments, str) else arguments.length
+# One tool call as merged so far: (index, id, name, type, arguments source, its
+# length).  The source is a ``str`` until a second fragment arrives, then an
+# append-only buffer; a change makes a new record, so older outputs keep theirs.
+# Plain tuples of strings and ints: the garbage collector stops tracking them,
+# which keeps a stream of many thousand calls from slowing every collection.
+_ToolRecord = tuple[int, str, str, str, "str | TextBuffer", int]
 
 
 class ToolCallLog:
@@ -86,15 +67,15 @@ class ToolCallLog:
     __slots__ = ("_cache", "_changes")
 
     def __init__(self) -> None:
-        self._changes: list[tuple[int, str, str, str, str | TextBuffer, int]] = []
+        self._changes: list[_ToolRecord] = []
         self._cache: tuple[int, tuple[ToolCall, ...]] = (0, ())
 
     @property
     def length(self) -> int:
         return len(self._changes)
 
-    def record(self, index: int, tool: _Tool) -> None:
-        self._changes.append((index, tool.id, tool.name, tool.kind, tool.arguments, tool.size))
+    def record(self, record: _ToolRecord) -> None:
+        self._changes.append(record)
 
     def upto(self, length: int) -> tuple[ToolCall, ...]:
         cached_length, cached = self._cache
@@ -121,7 +102,7 @@ class _Choice:
     def __init__(self) -> None:
         self.text = TextBuffer()
         self.thinking = TextBuffer()
-        self.tools: dict[int, _Tool] = {}
+        self.tools: dict[int, _ToolRecord] = {}
         self.tool_log: ToolCallLog | None = None
         self.finish_reason: str | None = None
         self.parts: ItemLog | None = None
@@ -438,36 +419,39 @@ class Accumulator:
             kind = fragment.get("type") or "function"
             if type(call_id) is not str or type(name) is not str or type(arguments) is not str:
                 raise TypeError("tool call fields are not strings")
-            tool = tools.get(index)
-            if tool is None:
+            record = tools.get(index)
+            if record is None:
                 if type(index) is not int:
                     raise TypeError("tool call index is not an integer")
                 if type(kind) is not str:
                     raise TypeError("tool call type is not a string")
-                tool = tools[index] = _Tool(call_id, name, arguments, kind)
-                log.record(index, tool)
+                record = tools[index] = (index, call_id, name, kind, arguments, len(arguments))
+                log.record(record)
                 changed = True
                 continue
+            _, old_id, old_name, kind, source, size = record
             touched = False
-            if call_id and not tool.id:
-                tool.id = call_id
+            if call_id and not old_id:
+                old_id = call_id
                 touched = True
-            if name and not tool.name:
-                tool.name = name
+            if name and not old_name:
+                old_name = name
                 touched = True
             if arguments:
                 if self._incremental:
-                    tool.append(arguments)
+                    if isinstance(source, str):
+                        source = TextBuffer.of(source)
+                    source.append(arguments)
+                    size = source.length
                     touched = True
                 else:
-                    current = tool.arguments
-                    if not isinstance(current, str):
-                        current = current.upto(current.length)
+                    current = source if isinstance(source, str) else source.upto(size)
                     if arguments != current:
-                        tool.arguments = arguments  # a new source: old records keep theirs
+                        source, size = arguments, len(arguments)
                         touched = True
             if touched:
-                log.record(index, tool)
+                record = tools[index] = (index, old_id, old_name, kind, source, size)
+                log.record(record)
                 changed = True
         return changed
 
