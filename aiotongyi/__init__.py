@@ -7,6 +7,7 @@ from async code (``generate_stream``, ``generate``) or sync code
 """
 
 from ._client import TongyiLLMClient
+from ._config import configure_logging as _configure_logging
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -21,7 +22,17 @@ from ._exceptions import (
     StreamInterruptedError,
     TongyiError,
 )
-from ._models import ModelOutput, ModelRequest, Timeout, ToolCall, Usage
+from ._models import (
+    ModelOutput,
+    ModelRequest,
+    SearchInfo,
+    SearchResult,
+    Timeout,
+    TokenLogprob,
+    ToolCall,
+    TopLogprob,
+    Usage,
+)
 from ._request import GenerateParams
 from ._retry import RetryPolicy
 from ._stream import Stream
@@ -41,16 +52,23 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "RetryPolicy",
+    "SearchInfo",
+    "SearchResult",
     "ServerError",
     "Stream",
     "StreamInterruptedError",
     "Timeout",
+    "TokenLogprob",
     "TongyiError",
     "TongyiLLMClient",
     "ToolCall",
+    "TopLogprob",
     "Usage",
     "__version__",
 ]
+
+# AIOTONGYI_LOG=debug|info|warning: a stderr handler on the "aiotongyi" logger.
+_configure_logging()
 
 # Tracebacks and reprs say aiotongyi.X, not aiotongyi._module.X.
 for _name in __all__:

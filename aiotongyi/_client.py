@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Generator, Mapping
 from concurrent.futures import Executor
@@ -13,11 +12,15 @@ import aiohttp
 
 from ._config import (
     DEFAULT_MODEL,
+    WORKSPACE_HEADER,
+    check_header_name,
     check_header_value,
+    check_proxy_url,
     mask_key,
     proxy_from_environment,
     resolve_api_key,
     resolve_base_url,
+    resolve_workspace,
     user_agent,
 )
 from ._context import CallContext, CallOptions
@@ -40,7 +43,6 @@ __all__ = ["TongyiLLMClient"]
 _MISSING_KEY = (
     "no DashScope API key: pass api_key= or set the DASHSCOPE_API_KEY environment variable"
 )
-_WORKSPACE_HEADER = "X-DashScope-WorkSpace"
 _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
 
@@ -116,7 +118,7 @@ class TongyiLLMClient:
             retry_policy=retry_policy or RetryPolicy(),
             headers=headers,
             proxy=proxy,
-            workspace=workspace if workspace is not None else os.environ.get("DASHSCOPE_WORKSPACE"),
+            workspace=resolve_workspace(workspace),
         )
         weakref.finalize(self, self._resources.release, repr(self))
 
@@ -133,7 +135,7 @@ class TongyiLLMClient:
         workspace: str | None,
     ) -> None:
         if proxy is not None:
-            check_header_value("proxy", proxy)
+            proxy = check_proxy_url(proxy)
         self._base_url = base_url
         self._api_key = api_key
         self.timeout = Timeout.coerce(timeout)
@@ -231,7 +233,7 @@ class TongyiLLMClient:
             retry_policy=retry_policy or self._retry,
             headers={**self._extra_headers, **(headers or {})},
             proxy=self._proxy if proxy is None else proxy,
-            workspace=self._workspace if workspace is None else workspace,
+            workspace=self._workspace if workspace is None else resolve_workspace(workspace),
         )
         return sibling
 
@@ -349,7 +351,9 @@ class TongyiLLMClient:
 
     def _call_context(self, options: Mapping[str, Any], api_key: str | None) -> CallContext:
         headers = options.get("headers")
-        workspace = options.get("workspace", self._workspace)
+        workspace = self._workspace
+        if "workspace" in options:
+            workspace = resolve_workspace(options["workspace"])
         if headers is not None and not isinstance(headers, Mapping):
             raise ValueError("headers must be a mapping of str to str")
         retry = self._retry
@@ -382,12 +386,11 @@ def _build_headers(
         }
     )
     if workspace:
-        check_header_value("workspace", workspace)
-        headers[_WORKSPACE_HEADER] = workspace
+        headers[WORKSPACE_HEADER] = workspace
     for name, value in (extra or {}).items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise ValueError("headers must map str to str")
-        check_header_value(f"header name {name!r}", name)
+        check_header_name(name)
         check_header_value(f"header {name!r}", value)
         headers[name] = value
     if api_key is not None:

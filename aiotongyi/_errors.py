@@ -7,16 +7,45 @@ import json
 import re
 from collections.abc import Mapping
 
-from ._exceptions import APIError, BadRequestError, error_for_status
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+)
 from ._models import ModelOutput
 from ._sse import SSEDecoder, SSEProtocolError
 
-__all__ = ["api_error", "error_from_http_body", "error_from_payload", "infer_status"]
+__all__ = [
+    "api_error",
+    "error_for_status",
+    "error_from_http_body",
+    "error_from_payload",
+    "infer_status",
+]
 
 # The one InternalError* code that is really a bad parameter (PROTOCOL.md).
 _PARAMETER_ALGO_ERROR = "InternalError.Algo.InvalidParameter"
 _TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.DOTALL | re.IGNORECASE)
 _MAX_HTML_MESSAGE = 200
+_MAX_MESSAGE = 2000  # a service message is a sentence; anything longer is cut
+
+_CLASS_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def error_for_status(status_code: int) -> type[APIError]:
+    """The :class:`APIError` subclass for an effective HTTP status."""
+    if status_code >= 500:
+        return ServerError
+    return _CLASS_BY_STATUS.get(status_code, APIError)
 
 
 def infer_status(code: str) -> int:
@@ -77,17 +106,29 @@ def error_from_payload(
     rid = payload.get("request_id")
     return api_error(
         status,
-        str(code) if code not in (None, "") else "",
-        str(message) if message is not None else "",
+        _short(code) if code not in (None, "") else "",
+        _short(message) if message is not None else "",
         rid if isinstance(rid, str) and rid else request_id,
         partial,
     )
+
+
+def _short(value: object) -> str:
+    """A payload field as a one-line-ish string of bounded size."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 3] + "..."
+    return text
 
 
 def error_from_http_body(
     status: int, content_type: str, body: bytes, request_id: str | None
 ) -> APIError:
     """An error from a non-2xx reply: JSON, an SSE ``event:error`` frame, or HTML/text."""
+    text = body
     if "event-stream" in content_type:
         try:
             decoder = SSEDecoder()
@@ -98,16 +139,18 @@ def error_from_http_body(
             payload = _json_object(event.data)
             if payload is not None:
                 return error_from_payload(payload, event.status or status, request_id)
+        if events:  # no JSON in it: the first event's data says more than its framing
+            text = events[0].data
     payload = _json_object(body)
     if payload is not None:
         return error_from_payload(payload, status, request_id)
-    return api_error(status, "", _plain_text(body) or f"HTTP {status}", request_id)
+    return api_error(status, "", _plain_text(text) or f"HTTP {status}", request_id)
 
 
 def _json_object(raw: bytes) -> Mapping[str, object] | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to decode
         return None
     return value if isinstance(value, dict) else None
 

@@ -23,7 +23,7 @@ No message, repr or log line ever holds the API key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._models import ModelOutput
@@ -41,7 +41,6 @@ __all__ = [
     "ServerError",
     "StreamInterruptedError",
     "TongyiError",
-    "error_for_status",
 ]
 
 
@@ -75,6 +74,11 @@ class TongyiError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, request_id={self.request_id!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds from args alone, which keyword-only fields cannot
+        # survive: rebuild bare, then restore every attribute.
+        return _restore, (type(self), self.args), self.__dict__.copy()
+
 
 class APIError(TongyiError):
     """The service answered with an error.
@@ -96,8 +100,7 @@ class APIError(TongyiError):
         partial: ModelOutput | None = None,
     ) -> None:
         super().__init__(message, request_id=request_id, partial=partial)
-        #: Headers of the HTTP response the error came with (``None`` if none).
-        self.headers: Mapping[str, str] | None = None
+        self._headers: dict[str, str] | None = None
         #: The effective HTTP status of the error.
         self.status_code = status_code
         #: DashScope's error code (``""`` when none was given).
@@ -117,6 +120,21 @@ class APIError(TongyiError):
         return (
             f"{type(self).__name__}(status_code={self.status_code}, code={self.code!r}, "
             f"message={self.message!r}, request_id={self.request_id!r})"
+        )
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Headers of the HTTP response the error came with (``None`` if none).
+
+        A plain ``dict`` with lower-case names (``error.headers["retry-after"]``);
+        of a repeated header, the last value.
+        """
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers: Mapping[str, str] | None) -> None:
+        self._headers = (
+            None if headers is None else {str(k).lower(): str(v) for k, v in headers.items()}
         )
 
 
@@ -160,17 +178,8 @@ class JSONOutputError(TongyiError, ValueError):
     """The answer was expected to be JSON and is not; ``partial`` is the whole answer."""
 
 
-_CLASS_BY_STATUS: dict[int, type[APIError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    403: AuthenticationError,
-    404: NotFoundError,
-    429: RateLimitError,
-}
-
-
-def error_for_status(status_code: int) -> type[APIError]:
-    """The :class:`APIError` subclass for an effective HTTP status."""
-    if status_code >= 500:
-        return ServerError
-    return _CLASS_BY_STATUS.get(status_code, APIError)
+def _restore(cls: type[TongyiError], args: tuple[object, ...]) -> TongyiError:
+    """Unpickle an error: a bare instance; ``__setstate__`` then restores its attributes."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error

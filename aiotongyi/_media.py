@@ -79,12 +79,22 @@ def uses_oss(parts: Sequence[Mapping[str, Any]]) -> bool:
     return False
 
 
+# Hints that ride beside the media on the native wire (as the official SDK
+# translates them): resize and frame-rate hints, and the explicit-cache marker.
+_HINTS = {
+    "text": ("cache_control",),
+    "image": ("min_pixels", "max_pixels", "cache_control"),
+    "audio": ("cache_control",),
+    "video": ("fps", "min_pixels", "max_pixels", "total_pixels", "cache_control"),
+}
+
+
 def _from_openai_style(label: str, part: Mapping[str, Any]) -> Mapping[str, Any]:
     kind = part.get("type")
     if kind is None:
         return part
     if kind == "text":
-        return {"text": part.get("text", "")}
+        return _with_hints({"text": part.get("text", "")}, "text", part, None)
     for openai_key, key in (
         ("image_url", "image"),
         ("input_audio", "audio"),
@@ -95,8 +105,23 @@ def _from_openai_style(label: str, part: Mapping[str, Any]) -> Mapping[str, Any]
             url = inner.get("url", inner.get("data")) if isinstance(inner, Mapping) else inner
             if url is None:
                 raise ValueError(f"{label} has no {openai_key} url")
-            return {key: url}
+            nested = inner if isinstance(inner, Mapping) else None
+            return _with_hints({key: url}, key, part, nested)
     raise ValueError(f"{label} has an unsupported part type {kind!r}")
+
+
+def _with_hints(
+    converted: dict[str, Any],
+    key: str,
+    part: Mapping[str, Any],
+    inner: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Keep the hints given beside the part (or inside its ``image_url``-style object)."""
+    for hint in _HINTS[key]:
+        for source in (inner, part):  # a sibling wins over a nested one
+            if source is not None and source.get(hint) is not None:
+                converted[hint] = source[hint]
+    return converted
 
 
 def _media(label: str, key: str, value: Any) -> str:

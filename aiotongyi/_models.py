@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, overload
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from ._text import TextBuffer
+__all__ = [
+    "ModelOutput",
+    "ModelRequest",
+    "SearchInfo",
+    "SearchResult",
+    "Timeout",
+    "TokenLogprob",
+    "ToolCall",
+    "TopLogprob",
+    "Usage",
+]
 
-__all__ = ["ModelOutput", "ModelRequest", "Timeout", "ToolCall", "Usage"]
 
 _GENERATE_ERROR_PREFIX = "**LLMServer Generate Error, Please CheckErrorInfo.**: "
 
@@ -36,8 +45,11 @@ class Timeout:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"Timeout.{name} must be a number or None, not {value!r}")
-            if not value > 0:
-                raise ValueError(f"Timeout.{name} must be > 0, not {value!r}")
+            # inf would overflow the event loop's timer; use None for "no limit"
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(
+                    f"Timeout.{name} must be a finite number > 0 (None for no limit), not {value!r}"
+                )
 
     @classmethod
     def coerce(cls, value: Timeout | float | None) -> Timeout:
@@ -51,12 +63,57 @@ class Timeout:
         return cls(total=float(value))
 
 
+class ReadOnlyMapping(Mapping[str, object]):
+    """A read-only view of a decoded JSON object, as sent (no copy is made).
+
+    Unlike ``types.MappingProxyType`` it pickles and deep-copies (as a copy of
+    the data), so outputs and errors that hold one cross process boundaries.
+    Nested objects are the decoded values themselves: treat them as read-only.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, object] | None = None) -> None:
+        self._data: Mapping[str, object] = {} if data is None else data
+
+    def __getitem__(self, key: str) -> object:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __reduce__(self) -> tuple[type[ReadOnlyMapping], tuple[dict[str, object]]]:
+        return type(self), (dict(self._data),)
+
+
+_EMPTY = ReadOnlyMapping()
+
+
+def _empty() -> ReadOnlyMapping:
+    return _EMPTY
+
+
 @dataclass(frozen=True)
 class Usage:
     """Token counts of a call (running totals; the last frame's win).
 
     ``prompt_tokens`` is DashScope's ``input_tokens``, ``completion_tokens`` its
-    ``output_tokens`` (reasoning included).
+    ``output_tokens`` (reasoning included).  The details are ``None`` when the
+    service did not send them; ``raw`` is the usage object as sent, for any
+    field not listed here (``seconds``, ``cache_creation``, ...).
+
+    :param cached_tokens: read from ``prompt_tokens_details`` /
+        ``input_tokens_details``, or the top level of ``usage``.
+    :param plugins: per-plugin counts such as ``{"search": {"count": 1}}``.
     """
 
     prompt_tokens: int = 0
@@ -64,6 +121,12 @@ class Usage:
     total_tokens: int = 0
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    image_tokens: int | None = None
+    audio_tokens: int | None = None
+    video_tokens: int | None = None
+    plugins: Mapping[str, object] | None = field(default=None, hash=False)
+    raw: Mapping[str, object] = field(default_factory=_empty, hash=False, compare=False, repr=False)
 
     @classmethod
     def _of(
@@ -71,22 +134,24 @@ class Usage:
         prompt_tokens: int,
         completion_tokens: int,
         total_tokens: int,
-        reasoning_tokens: int | None,
-        cached_tokens: int | None,
+        raw: dict[str, Any],
+        details: dict[str, Any] | None = None,
     ) -> Usage:
-        """Build without the frozen ``__init__`` (once per frame whose counts changed)."""
+        """Build without the frozen ``__init__`` (once per frame whose counts changed).
+
+        ``details`` holds the optional fields that were sent; the others keep
+        their class defaults, and ``raw`` is wrapped only when read.
+        """
         usage = object.__new__(cls)
-        object.__setattr__(
-            usage,
-            "__dict__",
-            {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": total_tokens,
-                "reasoning_tokens": reasoning_tokens,
-                "cached_tokens": cached_tokens,
-            },
-        )
+        fields = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": total_tokens,
+            "_raw_at": raw,
+        }
+        if details:
+            fields.update(details)
+        object.__setattr__(usage, "__dict__", fields)
         return usage
 
     def to_dict(self) -> dict[str, int]:
@@ -121,6 +186,46 @@ class ToolCall:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One of the likeliest tokens at a position (``top_logprobs`` of a :class:`TokenLogprob`).
+
+    :param bytes: the token's UTF-8 bytes as integers (``None`` when not sent).
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token with its log probability (``logprobs=True``)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """A web page the answer drew on (``enable_search`` with ``enable_source``)."""
+
+    index: int | None = None
+    title: str = ""
+    url: str = ""
+    site_name: str = ""
+    icon: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchInfo:
+    """What web search returned (``output.search_info``)."""
+
+    search_results: tuple[SearchResult, ...] = ()
+
+
 @dataclass(frozen=True)
 class ModelOutput:
     """One content frame of a streamed answer (immutable).
@@ -128,6 +233,13 @@ class ModelOutput:
     ``text`` and ``thinking`` are cumulative; ``delta`` and ``thinking_delta``
     are what this frame added.  ``finish_reason`` is ``None`` until the end.
     ``error_code`` is ``0`` except in outputs built by :meth:`from_error`.
+
+    ``raw`` is the decoded JSON frame this output was built from, read-only
+    (``{}`` for outputs not built from a frame): every field the service
+    sends is reachable there, including those with no attribute here.
+    ``search_info`` and ``tool_info`` are the latest the service sent, kept
+    on later outputs; ``logprobs`` is cumulative and ``logprobs_delta`` is
+    this frame's tokens (``()`` unless ``logprobs=True`` was asked).
     """
 
     text: str = ""
@@ -143,6 +255,11 @@ class ModelOutput:
     error_code: int = 0
     #: Non-text content parts received so far (multimodal replies), as sent.
     parts: tuple[Mapping[str, object], ...] = field(default=(), hash=False)
+    raw: Mapping[str, object] = field(default_factory=_empty, hash=False, compare=False, repr=False)
+    search_info: SearchInfo | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    logprobs_delta: tuple[TokenLogprob, ...] = ()
+    tool_info: tuple[Mapping[str, object], ...] = field(default=(), hash=False)
 
     def __getstate__(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -151,40 +268,16 @@ class ModelOutput:
         object.__setattr__(self, "__dict__", dict(state))
 
     @classmethod
-    def _streamed(
-        cls,
-        text: tuple[TextBuffer, int],
-        delta: str,
-        thinking: tuple[TextBuffer, int],
-        thinking_delta: str,
-        tool_calls: tuple[ToolCall, ...],
-        finish_reason: str | None,
-        usage: Usage | None,
-        request_id: str | None,
-        model: str,
-        index: int,
-        parts: tuple[Mapping[str, object], ...] = (),
-    ) -> ModelOutput:
-        """Build an output without the frozen ``__init__`` (hot path, once per frame)."""
+    def _streamed(cls, fields: dict[str, Any]) -> ModelOutput:
+        """Build an output without the frozen ``__init__`` (hot path, once per frame).
+
+        ``fields`` holds the fields whose value differs from the class
+        default; ``text``, ``thinking``, ``tool_calls``, ``parts`` and
+        ``logprobs`` are given as ``_<name>_at`` (a lazy source, see
+        :class:`_Cumulative`) and ``raw`` as ``_raw_at`` (the frame dict).
+        """
         output = object.__new__(cls)
-        object.__setattr__(
-            output,
-            "__dict__",
-            {
-                "_text_at": text,
-                "delta": delta,
-                "_thinking_at": thinking,
-                "thinking_delta": thinking_delta,
-                "tool_calls": tool_calls,
-                "finish_reason": finish_reason,
-                "usage": usage,
-                "request_id": request_id,
-                "model": model,
-                "index": index,
-                "error_code": 0,
-                "parts": parts,
-            },
-        )
+        object.__setattr__(output, "__dict__", fields)
         return output
 
     def to_message(self) -> dict[str, object]:
@@ -212,7 +305,9 @@ class ModelOutput:
             text = text[3:-3].removeprefix("json").strip()
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = ValueError("nested too deeply to decode")
             raise JSONOutputError(
                 f"the answer is not valid JSON ({exc}): {self.text[:200]!r}",
                 request_id=self.request_id,
@@ -249,37 +344,54 @@ class ModelOutput:
         )
 
 
-class _CumulativeText:
-    """``ModelOutput.text``/``.thinking`` of outputs built while streaming.
+class _Cumulative:
+    """A field of outputs built while streaming, computed on first read.
 
-    Those outputs leave the string out of the instance dict and keep
-    ``(TextBuffer, length)`` instead: joining the whole answer on every frame
-    would make a long stream quadratic.  The first read joins and caches it;
+    Those outputs leave the value out of the instance dict and keep
+    ``(source, length)`` under ``_<name>_at`` instead (a ``TextBuffer`` for
+    text, an item log for tuples): building the whole answer on every frame
+    would make a long stream quadratic.  The first read builds and caches it;
     as a non-data descriptor this runs only when the dict has no value, so
     plain outputs (and cached reads) cost a normal attribute lookup.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, default: object) -> None:
         self._name = name
         self._source = f"_{name}_at"
+        self._default = default
 
-    @overload
-    def __get__(self, output: None, owner: type[ModelOutput]) -> str: ...
-    @overload
-    def __get__(self, output: ModelOutput, owner: type[ModelOutput] | None = None) -> str: ...
-    def __get__(self, output: ModelOutput | None, owner: type[ModelOutput] | None = None) -> str:
+    def __get__(self, output: ModelOutput | None, owner: type[ModelOutput] | None = None) -> Any:
         if output is None:
-            return ""  # the field's default, as a plain class attribute would give
+            return self._default  # the field's default, as a plain class attribute would give
         fields = output.__dict__
-        buffer, length = fields[self._source]
-        value: str = buffer.upto(length)
+        at = fields.get(self._source)
+        if at is None:  # a streamed output that never had any: the default
+            return self._default
+        source, length = at
+        value = source.upto(length)
         fields[self._name] = value
         return value
 
 
-# Installed after the dataclass is built: its __init__ keeps the "" defaults.
-ModelOutput.text = _CumulativeText("text")  # type: ignore[assignment]
-ModelOutput.thinking = _CumulativeText("thinking")  # type: ignore[assignment]
+class _Raw:
+    """``raw`` of streamed outputs and usage: the decoded dict, wrapped on first read."""
+
+    def __get__(self, owner_object: object, owner: type | None = None) -> Any:
+        if owner_object is None:
+            return _EMPTY
+        fields = owner_object.__dict__
+        value = fields["raw"] = ReadOnlyMapping(fields["_raw_at"])
+        return value
+
+
+# Installed after the dataclass is built: its __init__ keeps the plain defaults.
+ModelOutput.text = _Cumulative("text", "")  # type: ignore[assignment]
+ModelOutput.thinking = _Cumulative("thinking", "")  # type: ignore[assignment]
+ModelOutput.tool_calls = _Cumulative("tool_calls", ())  # type: ignore[assignment]
+ModelOutput.parts = _Cumulative("parts", ())  # type: ignore[assignment]
+ModelOutput.logprobs = _Cumulative("logprobs", ())  # type: ignore[assignment]
+ModelOutput.raw = _Raw()  # type: ignore[assignment]
+Usage.raw = _Raw()  # type: ignore[assignment]
 
 
 @dataclass
@@ -308,6 +420,12 @@ class ModelRequest:
     thinking_budget: int | None = None
     response_format: Mapping[str, object] | None = None
     n: int | None = None
+    search_options: Mapping[str, object] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    enable_code_interpreter: bool | None = None
+    vl_high_resolution_images: bool | None = None
+    translation_options: Mapping[str, object] | None = None
     extra_body: Mapping[str, object] | None = None
     timeout: Timeout | float | None = None
     endpoint: Literal["text", "multimodal"] | None = None

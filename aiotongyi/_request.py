@@ -48,6 +48,12 @@ class GenerateParams(TypedDict, total=False):
     thinking_budget: int | None
     response_format: Mapping[str, Any] | None
     n: int | None
+    search_options: Mapping[str, Any] | None
+    logprobs: bool | None
+    top_logprobs: int | None
+    enable_code_interpreter: bool | None
+    vl_high_resolution_images: bool | None
+    translation_options: Mapping[str, Any] | None
     extra_body: Mapping[str, Any] | None
     timeout: Timeout | float | None
     endpoint: Literal["text", "multimodal"] | None
@@ -74,6 +80,8 @@ class PreparedRequest:
     incremental: bool
     timeout: Timeout | None  # None: the client's default
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per request
+    #: How many choices were asked for (``n``, 1 when not sent): ``Accumulator(choices=...)``.
+    choices: int = 1
 
 
 def prepare_request(
@@ -121,8 +129,10 @@ def prepare_request(
         encoded = json.dumps(
             body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         ).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"the request cannot be encoded as JSON: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"the request cannot be encoded as JSON: {reason}") from None
+    n = parameters.get("n")
     return PreparedRequest(
         model=model,
         path=_path(endpoint, model, checked_messages),
@@ -130,6 +140,7 @@ def prepare_request(
         incremental=parameters.get("incremental_output", False) is not False,
         headers=_OSS_HEADERS if _uses_oss(checked_messages) else {},
         timeout=timeout,
+        choices=n if type(n) is int and n > 1 else 1,
     )
 
 
@@ -197,11 +208,24 @@ def _uses_oss(messages: list[dict[str, Any]]) -> bool:
 
 
 def _path(endpoint: str | None, model: str, messages: list[dict[str, Any]]) -> str:
-    """``endpoint`` if given, else PROTOCOL.md's rule: media parts or a vision/audio/omni model."""
+    """``endpoint`` if given, else PROTOCOL.md's rule: media parts or a vision/audio model.
+
+    :raises ValueError: for a Qwen-Omni model without an explicit ``endpoint``.
+    """
     if endpoint is not None:
         return MULTIMODAL_PATH if endpoint == "multimodal" else TEXT_PATH
     name = model.lower()
-    if "-vl" in name or name.startswith("qvq") or "omni" in name or "-audio" in name:
+    if "omni" in name:
+        # The model pages say Qwen-Omni "supports only OpenAI-compatible
+        # invocation" (streaming only), and its -realtime variants speak
+        # WebSocket: a native request would only come back as an error.
+        raise ValueError(
+            f"{model!r} is a Qwen-Omni model, which DashScope serves only through its "
+            "OpenAI-compatible endpoint (.../compatible-mode/v1, stream=True; the -realtime "
+            "ones over WebSocket), not the native API aiotongyi speaks; call it with an "
+            "OpenAI client, or pass endpoint='multimodal' if your deployment serves it natively"
+        )
+    if "-vl" in name or name.startswith("qvq") or "-audio" in name:
         return MULTIMODAL_PATH
     for message in messages:
         content = message.get("content")
@@ -222,6 +246,18 @@ def _number(name: str, value: Any, *, integer: bool = False) -> float:
 def _check_range(name: str, value: float, ok: bool, rule: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {rule}, not {value!r}")
+
+
+_BOOLEANS = frozenset(
+    {
+        "parallel_tool_calls",
+        "enable_search",
+        "enable_thinking",
+        "logprobs",
+        "enable_code_interpreter",
+        "vl_high_resolution_images",
+    }
+)
 
 
 def _check_parameter(name: str, value: Any) -> Any:
@@ -250,9 +286,12 @@ def _check_parameter(name: str, value: Any) -> Any:
     elif name == "n":
         v = _number(name, value, integer=True)
         _check_range(name, v, 1 <= v <= 4, "in [1, 4]")
+    elif name == "top_logprobs":
+        v = _number(name, value, integer=True)
+        _check_range(name, v, 0 <= v <= 20, "in [0, 20]")
     elif name == "stop":
         return _check_stop(value)
-    elif name in ("parallel_tool_calls", "enable_search", "enable_thinking"):
+    elif name in _BOOLEANS:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be True or False, not {value!r}")
     elif name == "tools":
@@ -260,6 +299,10 @@ def _check_parameter(name: str, value: Any) -> Any:
     elif name == "tool_choice":
         if not (value in ("auto", "none") or isinstance(value, Mapping)):
             raise ValueError(f"tool_choice must be 'auto', 'none' or a mapping, not {value!r}")
+    elif name in ("search_options", "translation_options"):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{name} must be a mapping, not {type(value).__name__}")
+        return dict(value)
     elif name == "response_format":
         if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
             raise ValueError('response_format must be a mapping like {"type": "json_object"}')

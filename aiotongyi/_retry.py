@@ -1,17 +1,30 @@
-"""The retry policy: which failures are worth another attempt, and how long to wait (pure)."""
+"""The retry policy: which failures are worth another attempt, and how long to wait (pure).
+
+Waits follow ``min(0.5 * 2**attempt, 8)`` s plus up to 25 % jitter, or the
+server's ``Retry-After``/``retry-after-ms`` when it asks for a positive wait;
+no wait is ever shorter than :data:`MIN_DELAY` (a ``Retry-After: 0`` storm
+would otherwise become a busy loop).  A server that asks for more than
+:data:`MAX_BACKOFF` is not retried at all: retrying sooner than it asked
+would only meet the same 429, so the caller gets the error (with its
+``headers``) at once and can decide when to call again.
+"""
 
 from __future__ import annotations
 
 import copy
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 
 from ._exceptions import APIConnectionError, APIError, TongyiError
 
-__all__ = ["MAX_BACKOFF", "RetryPolicy", "retry_delay", "should_retry"]
+__all__ = ["MAX_BACKOFF", "MIN_DELAY", "RetryPolicy", "retry_delay", "should_retry"]
 
+#: The longest wait between attempts; a longer Retry-After is not retried.
 MAX_BACKOFF = 8.0
+#: The shortest wait between attempts, whatever the server says.
+MIN_DELAY = 0.1
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # No short wait fixes these, whatever their status says (PROTOCOL.md).
 _FINAL_CODES = frozenset(
@@ -32,21 +45,27 @@ _FINAL_CODES = frozenset(
 def should_retry(error: TongyiError) -> bool:
     """Whether ``error``, raised before any content, deserves another attempt."""
     if isinstance(error, APIError):
-        return error.code not in _FINAL_CODES and error.status_code in _RETRYABLE_STATUSES
+        if error.code in _FINAL_CODES or error.status_code not in _RETRYABLE_STATUSES:
+            return False
+        asked = _retry_after(error.headers) if error.headers else None
+        return asked is None or asked <= MAX_BACKOFF
     return isinstance(error, APIConnectionError)
 
 
 def retry_delay(attempt: int, headers: Mapping[str, str] | None, jitter: float) -> float:
-    """Seconds before attempt ``attempt + 1``: the server's Retry-After, capped, else backoff.
+    """Seconds before attempt ``attempt + 1``: the server's positive Retry-After, else backoff.
+
+    Never less than :data:`MIN_DELAY` nor more than :data:`MAX_BACKOFF` (a
+    longer Retry-After makes :func:`should_retry` decline instead).
 
     :param attempt: how many attempts have failed so far, minus one (0 for the first).
     :param jitter: a number in [0, 1): the fraction of the 25 % jitter to add.
     """
     asked = _retry_after(headers) if headers else None
-    if asked is not None and asked >= 0:
-        return min(asked, MAX_BACKOFF)
+    if asked is not None and asked > 0:  # 0 or a past date: no advice, back off as usual
+        return min(max(asked, MIN_DELAY), MAX_BACKOFF)
     base = min(0.5 * 2.0**attempt, MAX_BACKOFF)
-    return base + base * 0.25 * jitter
+    return max(base + base * 0.25 * jitter, MIN_DELAY)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -54,19 +73,26 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
-            return float(millis) / 1000
+            delay = float(millis) / 1000
         except ValueError:
             pass
+        else:
+            if math.isfinite(delay):
+                return delay
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is None:
+                return None
+            return float(email.utils.mktime_tz(parsed) - time.time())
+        except (ValueError, OverflowError):  # a date no calendar has
             return None
-        return float(email.utils.mktime_tz(parsed) - time.time())
+    return seconds if math.isfinite(seconds) else None
 
 
 class RetryPolicy:

@@ -163,6 +163,8 @@ class SSEDecoder:
                 elif name == b"event":
                     self._event = value
                 elif name == b"id":
+                    if b"\0" in value:  # the WHATWG rule: such an id field is ignored
+                        continue
                     # Some gateways omit the blank line: a new id ends the last event.
                     if self._data:
                         self._dispatch(events)

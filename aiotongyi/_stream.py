@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections import deque
@@ -172,7 +171,7 @@ async def _produce(
             attempt = 0
             while True:
                 accumulator = progress.accumulator = Accumulator(
-                    request.model, incremental=request.incremental
+                    request.model, incremental=request.incremental, choices=request.choices
                 )
                 try:
                     # aclosing: an outer generator's close does not close the inner one
@@ -293,13 +292,4 @@ async def _sse_reply(
 
 async def _json_reply(response: aiohttp.ClientResponse, accumulator: Accumulator) -> _Batch:
     """A non-stream JSON reply to a stream request is the single final frame."""
-    body = await read_body(response, MAX_JSON_BODY, truncate=False)
-    try:
-        frame = json.loads(body)
-    except (ValueError, RecursionError):
-        frame = None
-    if not isinstance(frame, dict):
-        raise ProtocolError(
-            "the JSON reply is not a JSON object", request_id=accumulator.request_id
-        )
-    return accumulator.add_frame(frame)
+    return accumulator.add_body(await read_body(response, MAX_JSON_BODY, truncate=False))

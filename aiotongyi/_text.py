@@ -1,10 +1,10 @@
-"""An append-only text that hands out cheap prefixes (pure, no I/O)."""
+"""Append-only text and item logs that hand out cheap prefixes (pure, no I/O)."""
 
 from __future__ import annotations
 
 import threading
 
-__all__ = ["TextBuffer"]
+__all__ = ["ItemLog", "TextBuffer"]
 
 
 class TextBuffer:
@@ -46,3 +46,40 @@ class TextBuffer:
                 pending.clear()
             joined = self._joined
         return joined if length == len(joined) else joined[:length]
+
+
+class ItemLog:
+    """An append-only list that hands out cheap prefixes as tuples (pure, no I/O).
+
+    Outputs keep ``(log, length)`` like they keep ``(TextBuffer, length)``:
+    growing a tuple on every frame would copy the whole sequence each time.
+    :meth:`upto` builds the tuple when someone reads it; the last one built is
+    cached so reading the same output twice, or only the last output, is cheap.
+    """
+
+    __slots__ = ("_cache", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[object] = []
+        self._cache: tuple[int, tuple[object, ...]] = (0, ())
+
+    @property
+    def length(self) -> int:
+        return len(self._items)
+
+    def extend(self, items: list[object] | tuple[object, ...]) -> None:
+        # list.extend is atomic under the GIL: a reader on the sync bridge's
+        # thread sees either none or all of a frame's items, and only asks for
+        # lengths it was handed anyway.
+        self._items.extend(items)
+
+    def upto(self, length: int) -> tuple[object, ...]:
+        cached_length, cached = self._cache
+        if length == cached_length:
+            return cached
+        if length > cached_length:
+            value = cached + tuple(self._items[cached_length:length])
+        else:
+            value = tuple(self._items[:length])
+        self._cache = (length, value)
+        return value

@@ -11,7 +11,8 @@ import aiotongyi
 
 CONTRACT = """TongyiLLMClient Stream ModelRequest ModelOutput ToolCall Usage Timeout TongyiError
 APIError BadRequestError AuthenticationError NotFoundError RateLimitError ServerError
-APIConnectionError APITimeoutError StreamInterruptedError ProtocolError""".split()
+APIConnectionError APITimeoutError StreamInterruptedError ProtocolError
+SearchInfo SearchResult TokenLogprob TopLogprob""".split()
 
 
 def test_all_holds_the_contract() -> None:

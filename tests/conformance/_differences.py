@@ -84,8 +84,17 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "request",
         "v2 picks the multimodal path only when a message has a media part, so a text-only "
         "`qwen-vl-max` call goes to the text path",
-        "the model name also picks it (`-vl`, `qvq*`, `*omni*`, `*-audio*`)",
+        "the model name also picks it (`-vl`, `qvq*`, `*-audio*`)",
         "PROTOCOL.md: those models live on the multimodal path; the text path answers `url error`.",
+    ),
+    Difference(
+        "omni-refused",
+        "request",
+        "a `*omni*` model is sent to the native multimodal path",
+        "refused with a `ValueError` naming the OpenAI-compatible endpoint, unless "
+        "`endpoint='multimodal'` is passed (then the same request as the SDK's)",
+        "The Qwen-Omni model pages: 'supports only OpenAI-compatible invocation' (streaming "
+        "only); a native request cannot work.",
     ),
     Difference(
         "local-media-inline",

@@ -93,6 +93,7 @@ class MMCase:
     local: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
     legacy: bool = True  # MultiModalConversation.call sends it as the native wire wants
+    ours: Mapping[str, Any] = field(default_factory=dict)  # aiotongyi-only keywords
 
 
 def user(*parts: dict[str, Any]) -> Messages:
@@ -206,12 +207,14 @@ CASES = [
         "omni-text-only",
         lambda m: [{"role": "user", "content": "你好"}],
         model="qwen-omni-turbo",
+        ours={"endpoint": "multimodal"},  # use("omni-refused"): refused without it
     ),
     MMCase(
         "omni-audio-image",
         lambda m: user({"audio": m.local("voice.mp3")}, {"image": CAT}, {"text": "?"}),
         model="qwen2.5-omni-7b",
         local=1,
+        ours={"endpoint": "multimodal"},
     ),
     MMCase(
         "openai-style-parts",
@@ -279,7 +282,9 @@ async def client(dashscope_emulator: DashScopeEmulator) -> AsyncIterator[TongyiL
 async def _ours_capture(
     client: TongyiLLMClient, emu: DashScopeEmulator, c: MMCase, media: Media
 ) -> Captured:
-    out = await client.generate(c.build(media), model=c.model, **c.params)
+    if c.ours:
+        use("omni-refused")
+    out = await client.generate(c.build(media), model=c.model, **c.params, **c.ours)
     assert out.finish_reason == "stop"
     return _from_emulator(emu)
 

@@ -160,6 +160,38 @@ CASES = [
         extra_body={"search_options": {"forced_search": True}},
     ),
     case("extra-body-logprobs", extra_body={"logprobs": True, "top_logprobs": 3}),
+    case(
+        "search-options",
+        enable_search=True,
+        search_options={
+            "forced_search": True,
+            "search_strategy": "max",
+            "enable_source": True,
+            "enable_citation": True,
+            "citation_format": "[ref_<number>]",
+        },
+    ),
+    case("logprobs", logprobs=True, top_logprobs=5),
+    case("logprobs-no-top", logprobs=True, top_logprobs=0),
+    case(
+        "code-interpreter",
+        model="qwen3-max",
+        enable_code_interpreter=True,
+        enable_thinking=True,
+    ),
+    case(
+        "vl-high-resolution",
+        IMAGE_MESSAGE,
+        legacy=False,
+        model="qwen-vl-max",
+        vl_high_resolution_images=True,
+    ),
+    case(
+        "translation-options",
+        [{"role": "user", "content": "我看到这个视频后没有笑"}],
+        model="qwen-mt-turbo",
+        translation_options={"source_lang": "auto", "target_lang": "English"},
+    ),
     case("multimodal-image", IMAGE_MESSAGE, legacy=False, model="qwen-vl-max"),
     case("multimodal-image-any-model", IMAGE_MESSAGE, legacy=False, model="qwen-plus"),
     case(
@@ -192,12 +224,18 @@ def _model(params: Mapping[str, Any]) -> str:
     return str(params.get("model", "qwen-plus"))
 
 
+# First-class here, but only reachable through ``parameters=`` in v2's create().
+V2_PARAMETERS_ONLY = ("enable_code_interpreter", "vl_high_resolution_images", "translation_options")
+
+
 def _v2_kwargs(c: Case) -> dict[str, Any]:
     kwargs = {k: v for k, v in c.params.items() if k not in ("model", "extra_body")}
     if "max_new_tokens" in kwargs:
         kwargs["max_tokens"] = kwargs.pop("max_new_tokens")
-    if "extra_body" in c.params:
-        kwargs["parameters"] = dict(c.params["extra_body"])
+    parameters = {k: kwargs.pop(k) for k in V2_PARAMETERS_ONLY if k in kwargs}
+    parameters.update(c.params.get("extra_body", {}))
+    if parameters:
+        kwargs["parameters"] = parameters
     return {"model": _model(c.params), "messages": c.messages, "stream": True, **kwargs}
 
 

@@ -37,7 +37,7 @@ async def test_non_text_parts_are_kept_on_the_output(
         b'"finish_reason":"stop"}]},"request_id":"r"}\n\n'
     )
     dashscope_emulator.enqueue(Reply(raw_body=frames))
-    outputs = [o async for o in client.generate_stream("hi", model="qwen-omni-turbo")]
+    outputs = [o async for o in client.generate_stream("hi", model="qwen-audio-turbo")]
     assert outputs[-1].text == "ab"
     assert outputs[-1].parts == ({"audio": {"data": "UklGRg=="}},)
     assert outputs[0].parts == outputs[-1].parts

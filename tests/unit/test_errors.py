@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import pickle
+
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from aiotongyi import (
+    APIConnectionError,
     APIError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    JSONOutputError,
+    ModelOutput,
     NotFoundError,
+    ProtocolError,
     RateLimitError,
     ServerError,
+    StreamInterruptedError,
     TongyiError,
 )
+from aiotongyi._accumulate import Accumulator
 from aiotongyi._errors import api_error, error_from_http_body, infer_status
 
 
@@ -115,3 +127,95 @@ def test_str_and_repr_are_informative() -> None:
     assert str(error) == "429 Throttling: slow down (request_id=r1)"
     assert "RateLimitError" in repr(error)
     assert isinstance(error, TongyiError)
+
+
+def deep_json(depth: int = 1500) -> bytes:
+    """About 3 KB of JSON nested deeper than the interpreter's recursion limit."""
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "text/event-stream"])
+def test_a_deeply_nested_error_body_is_the_status_class_with_its_text(content_type: str) -> None:
+    body = deep_json()
+    if content_type == "text/event-stream":
+        body = b"event:error\ndata:" + body + b"\n\n"
+    error = error_from_http_body(500, content_type, body, "rid")
+    assert type(error) is ServerError
+    assert error.status_code == 500
+    assert error.message.startswith("[[[[")
+    assert len(error.message) <= 200
+    assert error.request_id == "rid"
+
+
+def test_a_deeply_nested_message_field_is_kept_short() -> None:
+    payload = b'{"code":"X","message":' + b"[" * 500 + b"]" * 500 + b"}"
+    error = error_from_http_body(400, "application/json", payload, None)
+    assert type(error) is BadRequestError
+    assert len(error.message) <= 2000
+
+
+def every_error() -> list[TongyiError]:
+    partial = ModelOutput(text="half", delta="half", request_id="r", model="m")
+    errors: list[TongyiError] = [
+        cls("boom", request_id="r", partial=partial)
+        for cls in (
+            TongyiError,
+            APIConnectionError,
+            APITimeoutError,
+            StreamInterruptedError,
+            ProtocolError,
+            JSONOutputError,
+        )
+    ]
+    for status in (400, 401, 403, 404, 429, 500, 418):
+        error = api_error(status, "Code", "no", "r", partial)
+        error.headers = CIMultiDictProxy(CIMultiDict({"Retry-After": "1", "X-Request-Id": "r"}))
+        errors.append(error)
+    return errors
+
+
+def facts(error: TongyiError) -> tuple[object, ...]:
+    return (
+        type(error),
+        str(error),
+        error.message,
+        error.request_id,
+        error.partial,
+        getattr(error, "status_code", None),
+        getattr(error, "code", None),
+        getattr(error, "headers", None),
+    )
+
+
+@pytest.mark.parametrize("error", every_error(), ids=lambda e: type(e).__name__)
+def test_every_error_round_trips_through_pickle(error: TongyiError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert facts(copy) == facts(error)
+    if isinstance(error, APIError):
+        assert type(error.headers) is dict
+        assert error.headers == {"retry-after": "1", "x-request-id": "r"}
+
+
+def test_errors_with_streamed_partials_pickle() -> None:
+    accumulator = Accumulator("m", request_id="r")
+    body = {"output": {"choices": [{"message": {"content": "abc"}, "finish_reason": "null"}]}}
+    accumulator.add_frame(body)
+    error = accumulator.interrupted()
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.partial is not None
+    assert (copy.partial.text, copy.partial.raw) == ("abc", body)
+
+
+def raise_rate_limit(status: int) -> None:
+    error = api_error(status, "Throttling", "slow down", "r1")
+    error.headers = CIMultiDictProxy(CIMultiDict({"Retry-After": "2"}))
+    raise error
+
+
+def test_errors_cross_a_process_pool() -> None:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        with pytest.raises(RateLimitError) as caught:
+            pool.submit(raise_rate_limit, 429).result(timeout=60)
+    assert (caught.value.code, caught.value.request_id) == ("Throttling", "r1")
+    assert caught.value.headers == {"retry-after": "2"}

@@ -125,3 +125,35 @@ def test_oss_urls_ask_the_service_to_resolve_them() -> None:
         user({"image": "https://x/a.png"}), {}, default_model="m", model_alias=None
     )
     assert plain.headers == {}
+
+
+def test_openai_style_parts_keep_cache_and_pixel_hints() -> None:
+    parts = normalize_parts(
+        "m",
+        [
+            {"type": "text", "text": "long doc", "cache_control": {"type": "ephemeral"}},
+            {
+                "type": "image_url",
+                "image_url": {"url": "https://x/a.png"},
+                "min_pixels": 3136,
+                "max_pixels": 1003520,
+                "cache_control": {"type": "ephemeral"},
+            },
+            {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}, "fps": 2},
+        ],
+    )
+    assert parts == [
+        {"text": "long doc", "cache_control": {"type": "ephemeral"}},
+        {
+            "image": "https://x/a.png",
+            "min_pixels": 3136,
+            "max_pixels": 1003520,
+            "cache_control": {"type": "ephemeral"},
+        },
+        {"video": "https://x/v.mp4", "fps": 2},
+    ]
+
+
+def test_native_parts_keep_their_hints() -> None:
+    part = {"image": "https://x/a.png", "max_pixels": 10, "cache_control": {"type": "ephemeral"}}
+    assert normalize_parts("m", [part]) == [part]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import pickle
 
 import pytest
@@ -11,21 +12,23 @@ import pytest
 from aiotongyi import (
     APIConnectionError,
     AuthenticationError,
+    JSONOutputError,
     ModelOutput,
     Timeout,
     ToolCall,
     Usage,
 )
-from aiotongyi._text import TextBuffer
+from aiotongyi._accumulate import Accumulator
 
 
-def streamed(text: str) -> ModelOutput:
-    buffer = TextBuffer()
-    buffer.append(text)
-    empty = TextBuffer()
-    return ModelOutput._streamed(
-        (buffer, buffer.length), text, (empty, 0), "", (), None, None, "r", "m", 0
-    )
+def frame(text: str) -> dict[str, object]:
+    return {"output": {"choices": [{"message": {"content": text}, "finish_reason": "null"}]}}
+
+
+def streamed(*texts: str) -> list[ModelOutput]:
+    """Outputs built the way a stream builds them (lazy text and raw frames)."""
+    accumulator = Accumulator("m", request_id="r")
+    return [out for text in texts for out in accumulator.add_frame(frame(text))]
 
 
 def test_outputs_are_frozen() -> None:
@@ -35,31 +38,37 @@ def test_outputs_are_frozen() -> None:
 
 
 def test_streamed_outputs_behave_like_plain_ones() -> None:
-    out = streamed("春眠")
-    plain = ModelOutput(text="春眠", delta="春眠", request_id="r", model="m")
+    (out,) = streamed("春眠")
+    plain = ModelOutput(text="春眠", delta="春眠", request_id="r", model="m", raw=frame("春眠"))
     assert out == plain
     assert hash(out) == hash(plain)
     assert repr(out) == repr(plain)
     assert dataclasses.asdict(out) == dataclasses.asdict(plain)
     assert dataclasses.replace(out, delta="x").text == "春眠"
     assert pickle.loads(pickle.dumps(out)) == plain
+    assert pickle.loads(pickle.dumps(out)).raw == frame("春眠")
     assert copy.deepcopy(out) == plain
+    assert (out.tool_calls, out.parts, out.logprobs, out.tool_info) == ((), (), (), ())
+    assert out.search_info is None
 
 
 def test_lazy_text_is_a_prefix_of_the_shared_buffer() -> None:
-    buffer = TextBuffer()
-    buffer.append("ab")
-    first = (buffer, buffer.length)
-    buffer.append("cd")
-    empty = TextBuffer()
-    a = ModelOutput._streamed(first, "ab", (empty, 0), "", (), None, None, None, "m", 0)
-    b = ModelOutput._streamed((buffer, 4), "cd", (empty, 0), "", (), None, None, None, "m", 0)
+    a, b = streamed("ab", "cd")
     assert (b.text, a.text, a.thinking) == ("abcd", "ab", "")
+
+
+def test_raw_is_the_frame_read_only() -> None:
+    (out,) = streamed("x")
+    assert out.raw == frame("x")
+    with pytest.raises(TypeError):
+        out.raw["output"] = {}  # type: ignore[index]
+    assert ModelOutput().raw == {}
+    assert ModelOutput.from_error(ValueError("e")).raw == {}
 
 
 def test_unknown_attributes_still_raise() -> None:
     with pytest.raises(AttributeError):
-        _ = streamed("x").nope  # type: ignore[attr-defined]
+        _ = streamed("x")[0].nope  # type: ignore[attr-defined]
 
 
 def test_from_error_for_api_errors() -> None:
@@ -89,6 +98,12 @@ def test_timeout_coercion() -> None:
     assert Timeout.coerce(custom) is custom
     with pytest.raises(ValueError):
         Timeout(read=0)
+    for bad in (math.inf, -math.inf, math.nan, -1, 0.0):
+        for name in ("connect", "read", "total"):
+            with pytest.raises(ValueError, match=name):
+                Timeout(**{name: bad})
+        with pytest.raises(ValueError):
+            Timeout.coerce(bad)
     with pytest.raises(ValueError):
         Timeout.coerce("1")  # type: ignore[arg-type]
 
@@ -121,3 +136,9 @@ def test_to_message_builds_the_assistant_turn_of_a_tool_round_trip() -> None:
         ],
     }
     assert ModelOutput(text="hi").to_message() == {"role": "assistant", "content": "hi"}
+
+
+def test_parse_json_of_a_deeply_nested_answer_is_a_json_output_error() -> None:
+    out = ModelOutput(text="[" * 5000 + "]" * 5000, finish_reason="stop")
+    with pytest.raises(JSONOutputError, match="nested too deeply"):
+        out.parse_json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 import pytest
@@ -179,7 +180,6 @@ def test_timeout_is_taken_from_params() -> None:
         ("qwen-vl-max", "hi", MULTIMODAL_PATH),
         ("qwen2.5-vl-72b-instruct", "hi", MULTIMODAL_PATH),
         ("qvq-max", "hi", MULTIMODAL_PATH),
-        ("qwen-omni-turbo", "hi", MULTIMODAL_PATH),
         ("qwen-audio-turbo", "hi", MULTIMODAL_PATH),
         (
             "qwen-plus",
@@ -191,3 +191,67 @@ def test_timeout_is_taken_from_params() -> None:
 def test_multimodal_routing(model: str, messages: Any, path: str) -> None:
     prepared = prepare_request(messages, {"model": model}, default_model="m", model_alias=None)
     assert prepared.path == path
+
+
+@pytest.mark.parametrize("model", ["qwen-omni-turbo", "qwen3-omni-flash", "Qwen2.5-Omni-7B"])
+def test_omni_models_are_refused_with_where_they_are_served(model: str) -> None:
+    with pytest.raises(ValueError, match="OpenAI-compatible endpoint"):
+        prepare_request("hi", {"model": model}, default_model="m", model_alias=None)
+    explicit = prepare_request(
+        "hi", {"model": model, "endpoint": "multimodal"}, default_model="m", model_alias=None
+    )
+    assert explicit.path == MULTIMODAL_PATH
+
+
+def test_new_first_class_parameters_are_sent() -> None:
+    sent = body(
+        enable_search=True,
+        search_options={"forced_search": True, "enable_source": True},
+        logprobs=True,
+        top_logprobs=3,
+        enable_code_interpreter=True,
+        vl_high_resolution_images=True,
+        translation_options={"source_lang": "auto", "target_lang": "English"},
+    )["parameters"]
+    assert sent["search_options"] == {"forced_search": True, "enable_source": True}
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 3)
+    assert sent["enable_code_interpreter"] is True
+    assert sent["vl_high_resolution_images"] is True
+    assert sent["translation_options"] == {"source_lang": "auto", "target_lang": "English"}
+
+
+def test_new_parameters_from_a_model_request() -> None:
+    request = ModelRequest(messages="hi", logprobs=True, top_logprobs=0, search_options={})
+    sent = body(request)["parameters"]
+    assert (sent["logprobs"], sent["top_logprobs"], sent["search_options"]) == (True, 0, {})
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"top_logprobs": 21}, "top_logprobs must be in [0, 20]"),
+        ({"top_logprobs": -1}, "top_logprobs must be in [0, 20]"),
+        ({"top_logprobs": 1.5}, "top_logprobs must be an integer"),
+        ({"logprobs": "yes"}, "logprobs must be True or False"),
+        ({"enable_code_interpreter": 1}, "enable_code_interpreter must be True or False"),
+        ({"vl_high_resolution_images": None, "logprobs": 0}, "logprobs must be True or False"),
+        ({"search_options": ["forced_search"]}, "search_options must be a mapping"),
+        ({"translation_options": "en"}, "translation_options must be a mapping"),
+    ],
+)
+def test_new_parameters_are_checked(params: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        body(**params)
+
+
+def test_n_is_handed_to_the_stream() -> None:
+    assert prepare_request("x", {"n": 3}, default_model="m", model_alias=None).choices == 3
+    assert prepare_request("x", {}, default_model="m", model_alias=None).choices == 1
+
+
+def test_a_request_nested_too_deeply_is_a_value_error() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        body(extra_body={"x": deep})

@@ -14,7 +14,7 @@ from aiotongyi import (
     StreamInterruptedError,
 )
 from aiotongyi._errors import api_error
-from aiotongyi._retry import MAX_BACKOFF, retry_delay, should_retry
+from aiotongyi._retry import MAX_BACKOFF, MIN_DELAY, retry_delay, should_retry
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
@@ -70,3 +70,29 @@ def test_retry_after_is_honoured_and_capped() -> None:
 def test_retry_after_as_an_http_date() -> None:
     when = email.utils.formatdate(time.time() + 3, usegmt=True)
     assert 1.0 < retry_delay(0, {"retry-after": when}, 0.0) <= 3.0
+
+
+def test_a_zero_or_tiny_retry_after_still_waits() -> None:
+    # Retry-After: 0 is no advice: the usual backoff applies, never a busy loop.
+    assert retry_delay(0, {"retry-after": "0"}, 0.0) == 0.5
+    assert retry_delay(5, {"retry-after": "0"}, 0.0) == MAX_BACKOFF
+    assert retry_delay(0, {"retry-after-ms": "1"}, 0.0) == MIN_DELAY
+    assert retry_delay(0, {"retry-after": "-3"}, 0.0) == 0.5
+    assert retry_delay(0, {"retry-after": "nan"}, 0.0) == 0.5
+    assert all(retry_delay(a, None, j) >= MIN_DELAY for a in range(5) for j in (0.0, 0.9))
+
+
+def test_a_retry_after_above_the_cap_is_not_retried() -> None:
+    error = api_error(429, "Throttling.RateQuota", "slow down", None)
+    error.headers = {"Retry-After": "30"}
+    assert not should_retry(error)
+    error.headers = {"Retry-After": str(MAX_BACKOFF)}
+    assert should_retry(error)
+    error.headers = {"retry-after-ms": "60000"}
+    assert not should_retry(error)
+
+
+@pytest.mark.parametrize("code", ["Throttling", "Throttling.RateQuota", "Throttling.BurstRate"])
+def test_per_minute_throttling_is_retried(code: str) -> None:
+    assert should_retry(api_error(429, code, "m", None))
+    assert should_retry(api_error(None, code, "m", None))  # inferred 429, in a 200 stream

@@ -153,3 +153,14 @@ def test_a_frame_below_the_cap_decodes() -> None:
 def test_invalid_utf8_in_a_field_name_is_a_protocol_error() -> None:
     with pytest.raises(SSEProtocolError):
         decode_all([b"event:\xff\xfe\ndata:{}\n\n"])
+
+
+def test_an_id_holding_nul_is_ignored() -> None:
+    # WHATWG: "If the field value does not contain U+0000 NULL, then set the
+    # last event ID buffer"; otherwise the field is ignored, so it does not
+    # end the event either.
+    decoder = SSEDecoder()
+    events = decoder.feed(b'data:{"a":\nid: 1\x002\ndata:1}\n\n')
+    assert [(e.data, e.id) for e in events] == [(b'{"a":\n1}', None)]
+    events = decoder.feed(b"id: 7\ndata:x\n\n")
+    assert [(e.data, e.id) for e in events] == [(b"x", "7")]
