@@ -21,6 +21,7 @@ from ._request import PreparedRequest
 from ._retry import retry_delay, should_retry
 from ._sse import SSEDecoder, SSEProtocolError
 from ._transport import TRANSPORT_ERRORS, Pool, map_transport_error, send
+from ._upload import cache_for, resolve_uploads
 
 if TYPE_CHECKING:
     from ._client import TongyiLLMClient
@@ -116,6 +117,18 @@ async def _produce(
     loop = asyncio.get_running_loop()
     deadline = None if timeout.total is None else loop.time() + timeout.total
     pool = await client._acquire_pool()
+    if request.uploads:  # local media goes to temporary storage first (_upload.py)
+        request = await resolve_uploads(
+            request,
+            session=pool.session,
+            base_url=client.base_url,
+            headers=client._headers,
+            proxy=client._proxy,
+            timeout=timeout,
+            deadline=deadline,
+            max_retries=client.max_retries,
+            cache=cache_for(client),
+        )
     attempt = 0
     while True:
         accumulator = progress.accumulator = Accumulator(
