@@ -181,7 +181,7 @@ async def resolve_uploads(
         return request
     api_headers = {k: v for k, v in headers.items() if k.lower() not in _CHAT_ONLY}
     api_headers.update(request.headers)
-    api_headers["Accept"] = "application/json"
+    api_headers["Accept"] = "application/json; charset=utf-8"  # the SDK's, exactly
     uploader = _Uploader(
         session, base_url, api_headers, proxy, timeout, deadline, max_retries, request.model
     )

@@ -41,6 +41,7 @@ class RecordedUpload:
     :param size: the file's size in bytes.
     :param sha256: the hex SHA-256 of the file.
     :param headers: the POST's headers, with lower-case names.
+    :param part_headers: each form part's headers (lower-case names), in order.
     """
 
     key: str
@@ -50,6 +51,7 @@ class RecordedUpload:
     size: int
     sha256: str
     headers: dict[str, str]
+    part_headers: tuple[dict[str, str], ...] = ()
 
     @property
     def url(self) -> str:
@@ -185,6 +187,7 @@ class UploadStorage:
         fault = self._fault("oss")
         reader = await request.multipart()
         fields: list[tuple[str, str]] = []
+        part_headers: list[dict[str, str]] = []
         filename: str | None = None
         size, digest = 0, hashlib.sha256()
         while True:
@@ -193,6 +196,7 @@ class UploadStorage:
                 break
             if not isinstance(part, BodyPartReader):
                 return _oss_error(400, "InvalidArgument", "Nested multipart is not accepted.")
+            part_headers.append({k.lower(): v for k, v in part.headers.items()})
             if part.name != "file":
                 fields.append((part.name or "", await part.text()))
                 continue
@@ -214,7 +218,14 @@ class UploadStorage:
         issued = self._policies[form["policy"]]
         headers = {name.lower(): value for name, value in request.headers.items()}
         upload = RecordedUpload(
-            key, issued.model, tuple(fields), filename, size, digest.hexdigest(), headers
+            key,
+            issued.model,
+            tuple(fields),
+            filename,
+            size,
+            digest.hexdigest(),
+            headers,
+            tuple(part_headers),
         )
         with self._lock:
             self._stored[key] = upload
