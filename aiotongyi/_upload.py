@@ -66,6 +66,9 @@ _POLICY_FIELDS = (
 # Headers of the chat request that mean nothing to the policy endpoint.
 _CHAT_ONLY = frozenset({"content-type", "accept", "x-dashscope-sse"})
 _XML_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
+# aiohttp < 3.9 starts the read timeout before the body is written, so an upload
+# longer than Timeout.read would fail there: its POST waits on the total only.
+_READ_TIMEOUT_AFTER_BODY = tuple(map(int, aiohttp.__version__.split(".")[:2])) >= (3, 9)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -299,12 +302,13 @@ class _Uploader:
             policy = self._policy = await self._get_policy()
         return policy
 
-    def _client_timeout(self) -> aiohttp.ClientTimeout:
+    def _client_timeout(self, *, body: bool = False) -> aiohttp.ClientTimeout:
         remaining = None
         if self._deadline is not None:
             remaining = max(self._deadline - self._loop.time(), 0.001)
+        read = self._timeout.read if _READ_TIMEOUT_AFTER_BODY or not body else None
         return aiohttp.ClientTimeout(
-            total=remaining, sock_connect=self._timeout.connect, sock_read=self._timeout.read
+            total=remaining, sock_connect=self._timeout.connect, sock_read=read
         )
 
     async def _get_policy(self) -> _Policy:
@@ -354,7 +358,7 @@ class _Uploader:
                 headers=headers,
                 proxy=self._proxy,
                 allow_redirects=False,
-                timeout=self._client_timeout(),
+                timeout=self._client_timeout(body=True),
             ) as response:
                 if response.status >= 300:
                     raise await _oss_error(response, file.name)
