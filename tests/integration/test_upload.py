@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from aiotongyi import (
 from aiotongyi._media import MAX_INLINE_BYTES
 from aiotongyi.testing import DashScopeEmulator, RecordedRequest, UploadFault
 
-from ..conftest import make_client
+from ..conftest import eventually, make_client
 
 PNG = (Path(__file__).parents[2] / "examples" / "assets" / "red_square.png").read_bytes()
 MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00"
@@ -355,6 +356,31 @@ async def test_a_file_removed_before_the_upload_is_a_value_error(
             async for _ in stream:
                 pass
     assert dashscope_emulator.requests == []
+
+
+def open_paths() -> set[str]:
+    def target(fd: str) -> str:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            return ""
+
+    return {target(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc")
+async def test_cancelling_mid_upload_closes_the_file(
+    client: TongyiLLMClient, dashscope_emulator: DashScopeEmulator, tmp_path: Path
+) -> None:
+    video = big_video(tmp_path / "cancel.mp4", 40 * 1024 * 1024)
+    task = asyncio.create_task(client.generate(user({"video": video})))
+    assert await eventually(lambda: dashscope_emulator.uploads.policy_requests == 1)
+    await asyncio.sleep(0.01)  # into the form POST, most of the time
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await eventually(lambda: str(video) not in open_paths(), within=10)
+    assert chat_requests(dashscope_emulator) == []
 
 
 def test_upload_must_be_a_bool(sync_client: TongyiLLMClient) -> None:
