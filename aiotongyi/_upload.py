@@ -64,7 +64,9 @@ _POLICY_FIELDS = (
     "x_oss_forbid_overwrite",
 )
 # Headers of the chat request that mean nothing to the policy endpoint.
-_CHAT_ONLY = frozenset({"content-type", "accept", "x-dashscope-sse"})
+_CHAT_ONLY = frozenset(
+    {"content-type", "accept", "x-dashscope-sse", "x-dashscope-ossresourceresolve"}
+)
 _XML_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
 # aiohttp < 3.9 starts the read timeout before the body is written, so an upload
 # longer than Timeout.read would fail there: its POST waits on the total only.
@@ -182,8 +184,9 @@ async def resolve_uploads(
     """
     if not request.uploads:
         return request
-    api_headers = {k: v for k, v in headers.items() if k.lower() not in _CHAT_ONLY}
-    api_headers.update(request.headers)
+    merged = {name.lower(): (name, value) for name, value in headers.items()}
+    merged.update((name.lower(), (name, value)) for name, value in request.headers.items())
+    api_headers = {name: value for key, (name, value) in merged.items() if key not in _CHAT_ONLY}
     api_headers["Accept"] = "application/json; charset=utf-8"  # the SDK's, exactly
     uploader = _Uploader(
         session, base_url, api_headers, proxy, timeout, deadline, max_retries, request.model
@@ -223,7 +226,14 @@ async def _digest(file: LocalFile, cache: UploadCache) -> str:
     def stat_and_hash() -> str:
         try:
             info = path.stat()
-            identity = (os.fspath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+            # ctime changes on every write and cannot be set back, unlike mtime.
+            identity = (
+                os.fspath(path),
+                info.st_ino,
+                info.st_size,
+                info.st_mtime_ns,
+                info.st_ctime_ns,
+            )
             known = cache.known_digest(identity)
             if known is not None:
                 return known
