@@ -4,21 +4,32 @@ DashScope's native multimodal content is a list of one-key parts such as
 ``{"image": "https://..."}`` or ``{"text": "..."}``.  URLs (``http(s)://``,
 ``data:``, ``oss://``) pass through; a local path, ``file://`` URL,
 ``pathlib.Path`` or ``bytes`` is read and sent inline as a base64 ``data:``
-URL, where the official SDK would upload it to temporary storage first.
-OpenAI-style parts (``{"type": "image_url", ...}``) are translated.
+URL.  Media above the inline limit (or any local media, when asked) is left
+as a :class:`LocalFile` placeholder for ``_upload`` to send to DashScope's
+temporary storage, as the official SDK does.  OpenAI-style parts
+(``{"type": "image_url", ...}``) are translated.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import mimetypes
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["MAX_INLINE_BYTES", "MEDIA_KEYS", "has_media", "normalize_parts", "uses_oss"]
+__all__ = [
+    "MAX_INLINE_BYTES",
+    "MEDIA_KEYS",
+    "LocalFile",
+    "has_media",
+    "local_files",
+    "normalize_parts",
+    "uses_oss",
+]
 
 MEDIA_KEYS = ("image", "video", "audio")
 #: Inline media larger than this is refused (DashScope caps base64 input near 10 MB).
@@ -38,10 +49,33 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 
-def normalize_parts(where: str, parts: Sequence[Any]) -> list[dict[str, Any]]:
-    """Check a content list and inline its local media.
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalFile:
+    """Local media to upload to temporary storage before the request is sent.
 
-    :raises ValueError: for unknown part shapes, missing files or oversized media.
+    :param name: the object's file name (the local file's base name).
+    :param mime: the ``x-oss-content-type`` to store it with.
+    :param size: its size in bytes when the call was prepared.
+    :param path: the absolute path of a file (``None`` for bytes).
+    :param data: the bytes themselves (``None`` for a file).
+    """
+
+    name: str
+    mime: str
+    size: int
+    path: Path | None = None
+    data: bytes | None = dataclasses.field(default=None, repr=False)
+
+
+def normalize_parts(
+    where: str, parts: Sequence[Any], *, upload: bool = False
+) -> list[dict[str, Any]]:
+    """Check a content list; inline its local media, or mark it for upload.
+
+    Media above :data:`MAX_INLINE_BYTES`, and with ``upload`` any local file or
+    bytes, becomes a :class:`LocalFile` placeholder.
+
+    :raises ValueError: for unknown part shapes or missing files.
     """
     normalized = []
     for position, part in enumerate(parts):
@@ -53,9 +87,9 @@ def normalize_parts(where: str, parts: Sequence[Any]) -> list[dict[str, Any]]:
         for key, value in part.items():
             if key in MEDIA_KEYS:
                 if key == "video" and isinstance(value, list | tuple):
-                    converted[key] = [_media(f"{label}.video", key, v) for v in value]
+                    converted[key] = [_media(f"{label}.video", key, v, upload) for v in value]
                 else:
-                    converted[key] = _media(label, key, value)
+                    converted[key] = _media(label, key, value, upload)
             elif key == "text" and not isinstance(value, str):
                 raise ValueError(f"{label} text must be a str")
             else:
@@ -66,6 +100,16 @@ def normalize_parts(where: str, parts: Sequence[Any]) -> list[dict[str, Any]]:
 
 def has_media(parts: Sequence[Mapping[str, Any]]) -> bool:
     return any(key in part for part in parts for key in MEDIA_KEYS)
+
+
+def local_files(parts: Sequence[Mapping[str, Any]]) -> Iterator[LocalFile]:
+    """The :class:`LocalFile` placeholders of normalized parts, in order."""
+    for part in parts:
+        for key in MEDIA_KEYS:
+            value = part.get(key)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, LocalFile):
+                    yield item
 
 
 def uses_oss(parts: Sequence[Mapping[str, Any]]) -> bool:
@@ -124,12 +168,18 @@ def _with_hints(
     return converted
 
 
-def _media(label: str, key: str, value: Any) -> str:
+def _media(label: str, key: str, value: Any, upload: bool) -> str | LocalFile:
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
-        return _data_url(label, data, _sniff(data) or _unknown_type(label, key))
+        mime = _sniff(data)
+        if upload or len(data) > MAX_INLINE_BYTES:
+            mime = mime or "application/octet-stream"
+            # The object needs a name; the extension helps the service tell the type.
+            name = f"{key}{mimetypes.guess_extension(mime) or ''}"
+            return LocalFile(name=name, mime=mime, size=len(data), data=data)
+        return _data_url(label, data, mime or _unknown_type(label, key))
     if isinstance(value, os.PathLike):
-        return _read_file(label, key, Path(value))
+        return _read_file(label, key, Path(value), upload)
     if not isinstance(value, str):
         raise ValueError(
             f"{label} {key} must be a URL, a path or bytes, not {type(value).__name__}"
@@ -141,20 +191,25 @@ def _media(label: str, key: str, value: Any) -> str:
         # "file://cat.png" (DashScope's own examples) and "file://D:/x.png" put part
         # of the path in the host; only "file:///x" and "file://localhost/x" do not.
         host = "" if parts.netloc in ("", "localhost") else parts.netloc
-        return _read_file(label, key, Path(unquote(host + parts.path)))
+        return _read_file(label, key, Path(unquote(host + parts.path)), upload)
     path = Path(value).expanduser()
     if path.is_file():
-        return _read_file(label, key, path)
+        return _read_file(label, key, path, upload)
     raise ValueError(
         f"{label} {key} is neither an http(s)/data/oss URL nor an existing file: {value!r}"
     )
 
 
-def _read_file(label: str, key: str, path: Path) -> str:
+def _read_file(label: str, key: str, path: Path, upload: bool) -> str | LocalFile:
     try:
         size = path.stat().st_size
-        if size > MAX_INLINE_BYTES:
-            raise ValueError(_too_big(label, size))
+        if upload or size > MAX_INLINE_BYTES:
+            with path.open("rb") as file:
+                head = file.read(16)
+            # What the official SDK stores it as (mimetypes, else octet-stream),
+            # with the sniffed type for a name that says nothing.
+            mime = mimetypes.guess_type(path.name)[0] or _sniff(head) or "application/octet-stream"
+            return LocalFile(name=path.name, mime=mime, size=size, path=path.resolve())
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{label} {key} file cannot be read: {exc}") from None

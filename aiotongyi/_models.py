@@ -429,3 +429,4 @@ class ModelRequest:
     extra_body: Mapping[str, object] | None = None
     timeout: Timeout | float | None = None
     endpoint: Literal["text", "multimodal"] | None = None
+    upload: bool | None = None

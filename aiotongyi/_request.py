@@ -9,10 +9,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from ._config import MULTIMODAL_PATH, TEXT_PATH
-from ._media import has_media, normalize_parts, uses_oss
+from ._media import LocalFile, has_media, local_files, normalize_parts, uses_oss
 from ._models import ModelRequest, Timeout
 
-__all__ = ["GenerateParams", "PreparedRequest", "RequestLike", "prepare_request"]
+__all__ = [
+    "GenerateParams",
+    "PreparedRequest",
+    "RequestLike",
+    "finish_uploads",
+    "prepare_request",
+]
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 # oss:// URLs from DashScope's upload service resolve only when the request says so.
@@ -57,6 +63,7 @@ class GenerateParams(TypedDict, total=False):
     extra_body: Mapping[str, Any] | None
     timeout: Timeout | float | None
     endpoint: Literal["text", "multimodal"] | None
+    upload: bool | None
 
 
 PARAMETER_NAMES = frozenset(GenerateParams.__annotations__)
@@ -82,6 +89,10 @@ class PreparedRequest:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per request
     #: How many choices were asked for (``n``, 1 when not sent): ``Accumulator(choices=...)``.
     choices: int = 1
+    # Local media still to upload: until finish_uploads(), body is empty and
+    # document holds the body with LocalFile placeholders.
+    uploads: tuple[LocalFile, ...] = ()
+    document: Mapping[str, Any] | None = None
 
 
 def prepare_request(
@@ -111,7 +122,10 @@ def prepare_request(
     if endpoint not in (None, "text", "multimodal"):
         raise ValueError(f"endpoint must be 'text', 'multimodal' or None, not {endpoint!r}")
     extra_body = merged.pop("extra_body", None)
-    checked_messages = [_check_message(i, m) for i, m in enumerate(messages)]
+    upload = merged.pop("upload", False)
+    if not isinstance(upload, bool):
+        raise ValueError(f"upload must be True or False, not {upload!r}")
+    checked_messages = [_check_message(i, m, upload) for i, m in enumerate(messages)]
     if not checked_messages:
         raise ValueError("a request needs at least one message")
 
@@ -125,23 +139,72 @@ def prepare_request(
             raise ValueError(f"extra_body must be a mapping, not {type(extra_body).__name__}")
         parameters.update(extra_body)
     body = {"model": model, "input": {"messages": checked_messages}, "parameters": parameters}
-    try:
-        encoded = json.dumps(
-            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode()
-    except (TypeError, ValueError, RecursionError) as exc:
-        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise ValueError(f"the request cannot be encoded as JSON: {reason}") from None
+    uploads = tuple(
+        dict.fromkeys(
+            file
+            for message in checked_messages
+            if isinstance(message.get("content"), list)
+            for file in local_files(message["content"])
+        )
+    )
+    # With uploads pending this only checks that the body encodes (placeholders
+    # stand for the URLs); finish_uploads() encodes it for real.
+    encoded = _encode(body, _PENDING if uploads else {})
     n = parameters.get("n")
     return PreparedRequest(
         model=model,
         path=_path(endpoint, model, checked_messages),
-        body=encoded,
+        body=b"" if uploads else encoded,
         incremental=parameters.get("incremental_output", False) is not False,
         headers=_OSS_HEADERS if _uses_oss(checked_messages) else {},
         timeout=timeout,
         choices=n if type(n) is int and n > 1 else 1,
+        uploads=uploads,
+        document=body if uploads else None,
     )
+
+
+def finish_uploads(prepared: PreparedRequest, urls: Mapping[LocalFile, str]) -> PreparedRequest:
+    """The request with each :class:`LocalFile` replaced by its uploaded ``oss://`` URL.
+
+    :raises KeyError: when ``urls`` lacks one of ``prepared.uploads``.
+    """
+    if not prepared.uploads:
+        return prepared
+    assert prepared.document is not None
+    missing = [file.name for file in prepared.uploads if file not in urls]
+    if missing:
+        raise KeyError(f"no uploaded URL for {', '.join(missing)}")
+    return dataclasses.replace(
+        prepared,
+        body=_encode(prepared.document, urls),
+        headers={**prepared.headers, **_OSS_HEADERS},
+        uploads=(),
+        document=None,
+    )
+
+
+class _Placeholders(dict[LocalFile, str]):
+    def __missing__(self, key: LocalFile) -> str:
+        return "oss://pending"
+
+
+_PENDING = _Placeholders()
+
+
+def _encode(body: Mapping[str, Any], urls: Mapping[LocalFile, str]) -> bytes:
+    def default(value: object) -> str:
+        if isinstance(value, LocalFile):
+            return urls[value]
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    try:
+        return json.dumps(
+            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=default
+        ).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"the request cannot be encoded as JSON: {reason}") from None
 
 
 def _merge(request: RequestLike, params: Mapping[str, Any]) -> tuple[dict[str, Any], Sequence[Any]]:
@@ -180,7 +243,7 @@ def _merge(request: RequestLike, params: Mapping[str, Any]) -> tuple[dict[str, A
     return {k: v for k, v in fields.items() if v is not None}, messages
 
 
-def _check_message(position: int, message: Any) -> dict[str, Any]:
+def _check_message(position: int, message: Any, upload: bool) -> dict[str, Any]:
     where = f"messages[{position}]"
     if not isinstance(message, Mapping):
         raise ValueError(f"{where} must be a mapping with 'role' and 'content'")
@@ -192,7 +255,7 @@ def _check_message(position: int, message: Any) -> dict[str, Any]:
         if role != "assistant" or not message.get("tool_calls"):
             raise ValueError(f"{where} has no content")
     elif isinstance(content, list | tuple):
-        return {**message, "content": normalize_parts(f"{where}.content", content)}
+        return {**message, "content": normalize_parts(f"{where}.content", content, upload=upload)}
     elif not isinstance(content, str):
         raise ValueError(
             f"{where} content must be a str or a list of parts, not {type(content).__name__}"

@@ -19,6 +19,7 @@ from ._models import ModelOutput
 from ._request import PreparedRequest
 from ._sse import SSEDecoder, SSEProtocolError
 from ._transport import MAX_JSON_BODY, Call, LoopSession, read_body, send
+from ._upload import cache_for, resolve_uploads
 
 __all__ = ["Stream"]
 
@@ -168,6 +169,21 @@ async def _produce(
     policy = context.retry
     try:
         with call.errors(progress):
+            if request.uploads:  # local media goes to temporary storage first (_upload.py)
+                call.reading = False  # sending a file is not the server's silence
+                request = await resolve_uploads(
+                    request,
+                    session=session.session,
+                    base_url=context.base_url,
+                    headers=context.headers,
+                    proxy=context.proxy,
+                    timeout=timeout,
+                    deadline=call.deadline,
+                    max_retries=policy.max_retries,
+                    cache=cache_for(context.sessions),  # shared with with_options siblings
+                )
+                call.reading = True
+                call.last_data = call.loop.time()
             attempt = 0
             while True:
                 accumulator = progress.accumulator = Accumulator(

@@ -36,7 +36,10 @@ __all__ = [
     "LoopSession",
     "SecretHeaders",
     "SessionRegistry",
+    "map_transport_error",
     "read_body",
+    "read_error",
+    "scrub",
     "send",
 ]
 
@@ -165,8 +168,8 @@ class Call:
             raise self._abort_error(progress) from None
         except TRANSPORT_ERRORS as exc:
             if self.reason is not None:
-                raise self._abort_error(progress) from _scrub(exc)
-            raise _transport_error(exc, progress, self) from _scrub(exc)
+                raise self._abort_error(progress) from scrub(exc)
+            raise _transport_error(exc, progress, self) from scrub(exc)
 
     def retry_after_read_timeout(self) -> bool:
         """Clear an idle-read abort so the next attempt may run; ``False`` for other aborts."""
@@ -229,10 +232,22 @@ class Call:
         return APITimeoutError(reason.value, request_id=request_id, partial=partial)
 
 
-def _transport_error(exc: BaseException, progress: _HasPartial, call: Call) -> TongyiError:
+class _NoProgress:
+    last = None
+    request_id = None
+
+
+_NO_PROGRESS = _NoProgress()
+
+
+def _transport_error(exc: BaseException, progress: _HasPartial, call: Call | None) -> TongyiError:
     partial, request_id = progress.last, progress.request_id
     if isinstance(exc, asyncio.TimeoutError):
-        if call.deadline is not None and call.loop.time() >= call.deadline - 0.001:
+        if (
+            call is not None
+            and call.deadline is not None
+            and call.loop.time() >= call.deadline - 0.001
+        ):
             message = Abort.TOTAL_TIMEOUT.value
         elif isinstance(exc, aiohttp.ServerTimeoutError) and "connect" in str(exc).lower():
             message = "timed out connecting to DashScope"
@@ -258,7 +273,7 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _scrub(exc: BaseException) -> BaseException:
+def scrub(exc: BaseException) -> BaseException:
     """Keep a transport error as the cause, without anything that holds the request.
 
     aiohttp's errors carry ``request_info`` (the request headers, key included)
@@ -560,18 +575,33 @@ async def send(
         (loop.time() - started) * 1000,
     )
     if response.status >= 300:
-        try:
-            raw = await read_body(response, _MAX_ERROR_BODY, truncate=True)
-        except TRANSPORT_ERRORS:
-            raw = b""  # the status already tells what happened
-        finally:
-            response.close()
-        error = error_from_http_body(
-            response.status, response.headers.get("content-type", ""), raw, request_id
-        )
-        error.headers = {name.lower(): value for name, value in response.headers.items()}
-        raise error
+        raise await read_error(response, request_id)
     return response
+
+
+async def read_error(response: aiohttp.ClientResponse, request_id: str | None) -> TongyiError:
+    """The ``APIError`` of a non-2xx answer, from its bounded body; the response is closed."""
+    try:
+        raw = await read_body(response, _MAX_ERROR_BODY, truncate=True)
+    except TRANSPORT_ERRORS:
+        raw = b""  # the status already tells what happened
+    finally:
+        response.close()
+    error = error_from_http_body(
+        response.status, response.headers.get("content-type", ""), raw, request_id
+    )
+    error.headers = {name.lower(): value for name, value in response.headers.items()}
+    return error
+
+
+def map_transport_error(exc: BaseException, *, total_expired: bool) -> TongyiError:
+    """The error for a transport failure outside a :class:`Call` (before any content).
+
+    Raise it ``from scrub(exc)``.
+    """
+    if total_expired:
+        return APITimeoutError(Abort.TOTAL_TIMEOUT.value)
+    return _transport_error(exc, _NO_PROGRESS, None)
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:

@@ -2,8 +2,10 @@
 
 ``DashScopeEmulator`` serves the native chat protocol (streaming and not) on
 127.0.0.1 from a thread of its own; ``Reply`` scripts each answer and its
-faults. With aiotongyi installed, pytest gets a ``dashscope_emulator`` fixture
-automatically. See ``docs/testing.md``.
+faults. Its ``uploads`` (an ``UploadStorage``) is the temporary storage that
+local media are uploaded to; ``UploadFault`` scripts upload failures. With
+aiotongyi installed, pytest gets a ``dashscope_emulator`` fixture automatically.
+See ``docs/testing.md``.
 
 This package imports nothing from the rest of aiotongyi.
 """
@@ -12,13 +14,17 @@ from __future__ import annotations
 
 from ._emulator import DashScopeEmulator, RecordedRequest
 from ._script import ErrorEvent, Reply, ToolCallScript, http_error
+from ._upload import RecordedUpload, UploadFault, UploadStorage
 
 __all__ = [
     "DashScopeEmulator",
     "ErrorEvent",
     "RecordedRequest",
+    "RecordedUpload",
     "Reply",
     "ToolCallScript",
+    "UploadFault",
+    "UploadStorage",
     "http_error",
 ]
 

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ._render import Exchange, default_reply, render
 from ._script import Reply
+from ._upload import OSS_PATH, POLICY_PATH, UploadStorage, oss_header_problem
 from ._writer import send
 
 __all__ = ["DashScopeEmulator", "RecordedRequest"]
@@ -41,6 +42,7 @@ class RecordedRequest:
     :param headers: the request headers, with lower-case names.
     :param body: the raw request body.
     :param json: the body parsed as JSON, or ``None`` when it is not JSON.
+    :param query: the query string's parameters.
     """
 
     method: str
@@ -48,6 +50,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     json: object
+    query: dict[str, str] = field(default_factory=dict)
 
 
 class _CountingServer(web.Server):
@@ -98,6 +101,8 @@ class DashScopeEmulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._state = "new"
+        #: The temporary storage behind the upload endpoints (see ``_upload.py``).
+        self.uploads = UploadStorage()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -234,6 +239,7 @@ class DashScopeEmulator:
             self._queue.clear()
             self._requests.clear()
             self._connections = 0
+        self.uploads.reset()
 
     def wait_for_open_connections(self, n: int, timeout: float = 2.0) -> bool:
         """Wait until exactly ``n`` connections are open; ``False`` on timeout."""
@@ -274,6 +280,8 @@ class DashScopeEmulator:
                 self._tasks.discard(task)
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path in (POLICY_PATH, OSS_PATH):
+            return await self._answer_upload(request)
         body = await request.content.read()
         try:
             payload: object = json.loads(body)
@@ -291,7 +299,7 @@ class DashScopeEmulator:
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "InvalidApiKey", "Invalid API-key provided.")
-        problem = _check_body(payload)
+        problem = _check_body(payload) or oss_header_problem(payload, headers)
         if problem is not None:
             return _error(400, *problem)
         assert isinstance(payload, dict)
@@ -310,6 +318,19 @@ class DashScopeEmulator:
             input_tokens=_count_input(payload),
         )
         return await send(request, reply, render(reply, exchange))
+
+    async def _answer_upload(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Upload traffic is logged without its body (a file is counted, never kept)."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        with self._lock:
+            self._requests.append(
+                RecordedRequest(
+                    request.method, request.path, headers, b"", None, dict(request.query)
+                )
+            )
+        if request.path == OSS_PATH:
+            return await self.uploads.handle_oss(request)
+        return await self.uploads.handle_policy(request, self.base_url.removesuffix("/api/v1"))
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:

@@ -101,9 +101,11 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "request",
         "a local path or `file://` URL in a media part is uploaded to OSS (getPolicy, then a "
         "POST to OSS) and sent as `oss://...` with `X-DashScope-OssResourceResolve: enable`",
-        "the file is read and sent inline as `data:<mime>;base64,...` (10 MiB cap), no header",
-        "No blocking side uploads or extra round trips from an asyncio client; PROTOCOL.md "
-        "allows data URIs. The tests decode the data URL and compare MIME type and bytes.",
+        "a file up to 10 MiB is read and sent inline as `data:<mime>;base64,...`, no header; "
+        "larger ones, and any with `upload=True`, are uploaded exactly as the SDK does "
+        "(test_upload_parity.py)",
+        "No extra round trips for small media; PROTOCOL.md allows data URIs. The tests decode "
+        "the data URL and compare MIME type and bytes.",
     ),
     Difference(
         "media-bytes-and-paths",

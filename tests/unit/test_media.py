@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aiotongyi._config import MULTIMODAL_PATH, TEXT_PATH
-from aiotongyi._media import MAX_INLINE_BYTES, normalize_parts
+from aiotongyi._media import MAX_INLINE_BYTES, LocalFile, normalize_parts
 from aiotongyi._request import prepare_request
 
 PNG = (Path(__file__).parents[2] / "examples" / "assets" / "red_square.png").read_bytes()
@@ -59,11 +59,15 @@ def test_missing_file_is_a_value_error() -> None:
         normalize_parts("c", [{"image": "/no/such/file.png"}])
 
 
-def test_oversized_media_is_refused(tmp_path: Path) -> None:
+def test_oversized_media_is_left_for_upload(tmp_path: Path) -> None:
     big = tmp_path / "big.png"
     big.write_bytes(PNG + b"\x00" * MAX_INLINE_BYTES)
-    with pytest.raises(ValueError, match="limited"):
-        normalize_parts("c", [{"image": big}])
+    [part] = normalize_parts("c", [{"image": big}])
+    assert part == {
+        "image": LocalFile(
+            name="big.png", mime="image/png", size=len(PNG) + MAX_INLINE_BYTES, path=big.resolve()
+        )
+    }
 
 
 def test_video_frames_and_audio(tmp_path: Path) -> None:
