@@ -24,6 +24,7 @@ from ._exceptions import (
 from ._models import ModelOutput, ModelRequest, Timeout, ToolCall, Usage
 from ._request import GenerateParams
 from ._stream import Stream
+from ._tools import Tool, run_tool_calls, sync_run_tool_calls, tool
 from ._version import __version__
 
 __all__ = [
@@ -45,9 +46,13 @@ __all__ = [
     "Timeout",
     "TongyiError",
     "TongyiLLMClient",
+    "Tool",
     "ToolCall",
     "Usage",
     "__version__",
+    "run_tool_calls",
+    "sync_run_tool_calls",
+    "tool",
 ]
 
 # Tracebacks and reprs say aiotongyi.X, not aiotongyi._module.X.
