@@ -26,7 +26,9 @@ import pytest
 from aiotongyi.testing import DashScopeEmulator, Reply, ToolCallScript
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-FALLBACK_NOTICE = "[no DASHSCOPE_API_KEY: using the bundled emulator at http://127.0.0.1:"
+FALLBACK_NOTICE = (
+    "aiotongyi: DASHSCOPE_API_KEY is not set; using the bundled emulator at http://127.0.0.1:"
+)
 
 # What each script must print on stdout when run against the emulator's fallback.
 EXPECTED: dict[str, list[str]] = {
