@@ -258,7 +258,7 @@ class _Schema:
                     if not has_default:
                         required.append(f.name)
             else:
-                keys: frozenset[str] = getattr(tp, "__required_keys__", frozenset(hints))
+                keys = typeddict_required(tp, hints)
                 for name, hint in hints.items():
                     properties[name] = self.of(_strip_required(hint), (*loc, name))
                 required = [name for name in hints if name in keys]
@@ -290,6 +290,19 @@ def _own_doc(tp: type) -> str | None:
     if _is_typeddict(tp) and doc.startswith(f"{tp.__name__}("):
         return None
     return " ".join(doc.split())
+
+
+def typeddict_required(tp: type, hints: Mapping[str, Any]) -> set[str]:
+    """A TypedDict's required keys, read from the hints too: with string annotations
+    (``from __future__ import annotations``) older Pythons miss ``NotRequired``."""
+    required = set(getattr(tp, "__required_keys__", hints))
+    for name, hint in hints.items():
+        marker = getattr(typing.get_origin(hint), "_name", None)
+        if marker == "NotRequired":
+            required.discard(name)
+        elif marker == "Required":
+            required.add(name)
+    return required
 
 
 def _strip_required(tp: Any) -> Any:
@@ -459,8 +472,7 @@ class _Converter:
 
     def _typeddict(self, tp: type, value: Any, loc: tuple[Any, ...]) -> Any:
         hints = field_hints(tp)
-        required = set(getattr(tp, "__required_keys__", hints))
-        converted = self.fields(value, loc, hints, required)
+        converted = self.fields(value, loc, hints, typeddict_required(tp, hints))
         return _MISSING if converted is None else converted
 
     def _pydantic(self, tp: Any, value: Any, loc: tuple[Any, ...]) -> Any:

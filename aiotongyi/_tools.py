@@ -13,6 +13,7 @@ import concurrent.futures
 import inspect
 import json
 import re
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
@@ -22,7 +23,6 @@ from ._structured import (
     _Schema,
     convert,
     dumps,
-    field_hints,
     format_error,
     is_pydantic_model,
 )
@@ -159,7 +159,7 @@ def _from_function(func: Callable[..., Any], name: str | None, description: str 
         raise ValueError("tool() needs a name for a lambda: tool(func, name=...)")
     summary, param_docs = _parse_docstring(inspect.getdoc(func) or "")
     try:
-        hints = field_hints(func)  # type: ignore[arg-type]
+        hints = _parameter_hints(func)
     except ValueError as exc:
         raise ValueError(f"tool {tool_name!r}: {exc}") from None
     defs: dict[str, Any] = {}
@@ -204,6 +204,18 @@ def _from_function(func: Callable[..., Any], name: str | None, description: str 
         signature,
         accepts_extra=accepts_extra,
     )
+
+
+def _parameter_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved annotations of the parameters (the return type may not resolve)."""
+    annotations = dict(getattr(func, "__annotations__", {}))
+    annotations.pop("return", None)
+    holder = type("parameters", (), {"__annotations__": annotations})
+    globalns = getattr(inspect.unwrap(func), "__globals__", {})
+    try:
+        return typing.get_type_hints(holder, globalns=globalns, include_extras=True)
+    except NameError as exc:
+        raise ValueError(f"cannot resolve the annotations: {exc}") from None
 
 
 def _snake(name: str) -> str:
