@@ -68,12 +68,6 @@ class Tool(dict[str, Any]):
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
 
-    # dict's equality is value equality; a tool is one object (and stays hashable).
-    __hash__ = object.__hash__  # type: ignore[assignment]
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
     def bind(self, arguments: str) -> tuple[dict[str, Any], list[SchemaError]]:
         """The keyword arguments a call's JSON text gives, or what is wrong with it."""
         try:

@@ -135,6 +135,35 @@ def test_ctrl_c_while_reading_the_prompt_exits_130_without_a_traceback() -> None
     assert "KeyboardInterrupt" not in stderr
 
 
+def test_ctrl_c_while_streaming_closes_the_stream_and_exits_130(
+    dashscope_emulator: DashScopeEmulator,
+) -> None:
+    dashscope_emulator.enqueue(Reply(text=["first"] + [" more"] * 200, frame_delay=0.05))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiotongyi",
+            "chat",
+            "hi",
+            "--base-url",
+            dashscope_emulator.base_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    assert process.stdout is not None
+    assert process.stdout.read(5) == "first"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stdout.endswith("\n")  # the half-written answer line is ended
+    assert dashscope_emulator.wait_for_open_connections(0, timeout=5)
+
+
 def test_without_a_key_an_explicit_base_url_is_used(dashscope_emulator: DashScopeEmulator) -> None:
     result = run_cli("chat", "hi", "--base-url", dashscope_emulator.base_url)
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,8 @@ import dataclasses
 import enum
 import json
 import pickle
+import subprocess
+import sys
 from typing import Annotated, Any, Literal, TypedDict
 
 import pytest
@@ -239,3 +241,11 @@ def test_every_instance_survives_a_trip_through_json(row: Row) -> None:
     text = json.dumps(dataclasses.asdict(row))
     assert convert(Row, json.loads(text), errors) == row
     assert errors == []
+
+
+def test_importing_aiotongyi_does_not_import_pydantic() -> None:
+    code = "import sys, aiotongyi; print('pydantic' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False"
