@@ -15,7 +15,7 @@ import json
 import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._models import ModelOutput, ToolCall
 from ._structured import (
@@ -29,12 +29,15 @@ from ._structured import (
 
 __all__ = ["Tool", "run_tool_calls", "sync_run_tool_calls", "tool"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 _SPHINX_PARAM = re.compile(r"^\s*:param\s+(?:[^:]*\s)?(\w+):\s*(.*)$")
 _GOOGLE_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
 _GOOGLE_PARAM = re.compile(r"^\s+(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
 
-class Tool(dict[str, Any]):
+class Tool(dict[str, Any], Generic[P, R]):
     """A tool definition (the mapping sent in ``tools=[...]``) that also knows how to run.
 
     Built by :func:`tool`; calling it calls the wrapped function.  A tool built
@@ -46,7 +49,7 @@ class Tool(dict[str, Any]):
         name: str,
         description: str,
         parameters: dict[str, Any],
-        func: Callable[..., Any] | None,
+        func: Callable[P, R] | None,
         signature: Mapping[str, tuple[Any, bool]],
         model: Any = None,
         accepts_extra: bool = False,
@@ -60,7 +63,7 @@ class Tool(dict[str, Any]):
         self._model = model
         self._accepts_extra = accepts_extra
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.func is None:
             raise TypeError(f"tool {self.name!r} was built from a model and has no function")
         return self.func(*args, **kwargs)
@@ -105,12 +108,20 @@ class Tool(dict[str, Any]):
         return kwargs["value"] if self._model is not None else kwargs
 
 
+@overload
 def tool(
-    func: Callable[..., Any] | type | None = None,
+    func: Callable[P, R], *, name: str | None = None, description: str | None = None
+) -> Tool[P, R]: ...
+@overload
+def tool(
+    func: None = None, *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+def tool(
+    func: Callable[P, R] | None = None,
     *,
     name: str | None = None,
     description: str | None = None,
-) -> Any:
+) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """A tool definition from a typed function (or a pydantic model class).
 
     The function's name, docstring (first paragraph) and parameters (types
@@ -128,7 +139,11 @@ def tool(
         positional-only ones, unsupported annotations).
     """
     if func is None:
-        return lambda f: tool(f, name=name, description=description)
+
+        def decorate(f: Callable[P, R]) -> Tool[P, R]:
+            return tool(f, name=name, description=description)
+
+        return decorate
     if is_pydantic_model(func):
         model = cast(Any, func)
         schema = dict(model.model_json_schema())
@@ -147,7 +162,7 @@ def tool(
     return _from_function(func, name, description)
 
 
-def _from_function(func: Callable[..., Any], name: str | None, description: str | None) -> Tool:
+def _from_function(func: Callable[P, R], name: str | None, description: str | None) -> Tool[P, R]:
     tool_name = name or getattr(func, "__name__", "")
     if not tool_name or tool_name == "<lambda>":
         raise ValueError("tool() needs a name for a lambda: tool(func, name=...)")
@@ -258,10 +273,11 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 # -- running a round -------------------------------------------------------------------
 
 
-ToolsLike = Iterable[Tool | Callable[..., Any]] | Mapping[str, Callable[..., Any]]
+AnyTool = Tool[..., Any]
+ToolsLike = Iterable[AnyTool | Callable[..., Any]] | Mapping[str, Callable[..., Any]]
 
 
-def _index(tools: ToolsLike) -> dict[str, Tool]:
+def _index(tools: ToolsLike) -> dict[str, AnyTool]:
     if isinstance(tools, Mapping):
         items = [tool(func, name=key) for key, func in tools.items()]
     else:
@@ -273,7 +289,9 @@ def _message(call: ToolCall, content: str) -> dict[str, object]:
     return {"role": "tool", "content": content, "tool_call_id": call.id, "name": call.name}
 
 
-def _refusal(call: ToolCall, by_name: Mapping[str, Tool]) -> tuple[Tool, dict[str, Any]] | str:
+def _refusal(
+    call: ToolCall, by_name: Mapping[str, AnyTool]
+) -> tuple[AnyTool, dict[str, Any]] | str:
     """The tool and its keyword arguments, or the text of a tool message saying what is wrong."""
     chosen = by_name.get(call.name)
     if chosen is None:
@@ -351,7 +369,7 @@ def sync_run_tool_calls(output: ModelOutput, tools: ToolsLike) -> list[dict[str,
         return pool.submit(asyncio.run, run_tool_calls(output, list(by_name.values()))).result()
 
 
-def _run_sync(output: ModelOutput, by_name: Mapping[str, Tool]) -> list[dict[str, object]]:
+def _run_sync(output: ModelOutput, by_name: Mapping[str, AnyTool]) -> list[dict[str, object]]:
     messages = []
     for call in output.tool_calls:
         plan = _refusal(call, by_name)
