@@ -289,9 +289,7 @@ def _message(call: ToolCall, content: str) -> dict[str, object]:
     return {"role": "tool", "content": content, "tool_call_id": call.id, "name": call.name}
 
 
-def _refusal(
-    call: ToolCall, by_name: Mapping[str, AnyTool]
-) -> tuple[AnyTool, dict[str, Any]] | str:
+def _plan(call: ToolCall, by_name: Mapping[str, AnyTool]) -> tuple[AnyTool, dict[str, Any]] | str:
     """The tool and its keyword arguments, or the text of a tool message saying what is wrong."""
     chosen = by_name.get(call.name)
     if chosen is None:
@@ -326,19 +324,25 @@ async def run_tool_calls(output: ModelOutput, tools: ToolsLike) -> list[dict[str
         round are cancelled).
     """
     by_name = _index(tools)
-    plans = [_refusal(call, by_name) for call in output.tool_calls]
-    results: list[Any] = [None] * len(plans)
+    plans = [_plan(call, by_name) for call in output.tool_calls]
+    results: list[str] = [""] * len(plans)
     pending: dict[int, Awaitable[Any]] = {}
-    for position, plan in enumerate(plans):
-        if isinstance(plan, str):
-            results[position] = plan
-            continue
-        chosen, kwargs = plan
-        value = chosen(**kwargs)
-        if inspect.isawaitable(value):
-            pending[position] = value
-        else:
-            results[position] = dumps(value)
+    try:
+        for position, plan in enumerate(plans):
+            if isinstance(plan, str):
+                results[position] = plan
+                continue
+            chosen, kwargs = plan
+            value = chosen(**kwargs)
+            if inspect.isawaitable(value):
+                pending[position] = value
+            else:
+                results[position] = dumps(value)
+    except BaseException:  # a sync tool failed: the coroutines made so far never run
+        for awaitable in pending.values():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+        raise
     if pending:
         tasks = [asyncio.ensure_future(awaitable) for awaitable in pending.values()]
         try:
@@ -354,35 +358,41 @@ async def run_tool_calls(output: ModelOutput, tools: ToolsLike) -> list[dict[str
 def sync_run_tool_calls(output: ModelOutput, tools: ToolsLike) -> list[dict[str, object]]:
     """:func:`run_tool_calls` from synchronous code.
 
-    Sync functions run in the calling thread; when any tool is async the round
-    runs on a private event loop in a worker thread (so this works even where
-    an event loop is already running).
+    When every tool the round calls is a plain function, they run in the
+    calling thread, one after another.  When any is async, the whole round
+    runs as :func:`run_tool_calls` on a private event loop in a worker thread,
+    so this works even in a thread whose event loop is running.
     """
     by_name = _index(tools)
-    needs_loop = any(
-        isinstance(plan, tuple) and inspect.iscoroutinefunction(plan[0].func)
-        for plan in (_refusal(call, by_name) for call in output.tool_calls)
-    )
-    if not needs_loop:
-        return _run_sync(output, by_name)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aiotongyi-tools") as pool:
-        return pool.submit(asyncio.run, run_tool_calls(output, list(by_name.values()))).result()
-
-
-def _run_sync(output: ModelOutput, by_name: Mapping[str, AnyTool]) -> list[dict[str, object]]:
+    called = [by_name[call.name] for call in output.tool_calls if call.name in by_name]
+    if any(inspect.iscoroutinefunction(inspect.unwrap(item.func)) for item in called if item.func):
+        return _on_worker_loop(output, by_name)
     messages = []
     for call in output.tool_calls:
-        plan = _refusal(call, by_name)
+        plan = _plan(call, by_name)
         if isinstance(plan, str):
             messages.append(_message(call, plan))
             continue
         chosen, kwargs = plan
         value = chosen(**kwargs)
-        if inspect.isawaitable(value):  # an async callable object iscoroutinefunction missed
-            value = asyncio.run(_await(value))
+        if inspect.isawaitable(value):  # a callable object returning one
+            value = _on_worker_thread(value)
         messages.append(_message(call, dumps(value)))
     return messages
 
 
-async def _await(value: Awaitable[Any]) -> Any:
-    return await value
+def _on_worker_loop(output: ModelOutput, by_name: Mapping[str, AnyTool]) -> list[dict[str, object]]:
+    return cast(
+        "list[dict[str, object]]",
+        _on_worker_thread(run_tool_calls(output, list(by_name.values()))),
+    )
+
+
+def _on_worker_thread(awaitable: Awaitable[Any]) -> Any:
+    """Await on a new event loop in a worker thread (this thread's loop may be running)."""
+
+    async def wait() -> Any:
+        return await awaitable
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aiotongyi-tools") as pool:
+        return pool.submit(asyncio.run, wait()).result()

@@ -285,3 +285,30 @@ def test_nested_types_in_arguments() -> None:
     assert items_schema["items"]["required"] == ["sku"]
     out = calls(("order", '{"items": [{"sku": "a"}, {"sku": "b", "qty": 3}]}'))
     assert sync_run_tool_calls(out, [definition])[0]["content"] == "4"
+
+
+async def test_a_failing_tool_cancels_the_rest_of_the_round() -> None:
+    finished: list[str] = []
+
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        finished.append("slow")
+        return "late"
+
+    async def failing() -> str:
+        await asyncio.sleep(0.01)
+        raise LookupError("no such row")
+
+    def sync_failing() -> str:
+        raise KeyError("sync")
+
+    started = time.perf_counter()
+    with pytest.raises(LookupError):
+        await run_tool_calls(calls(("slow", "{}"), ("failing", "{}")), [slow, failing])
+    assert time.perf_counter() - started < 2
+    await asyncio.sleep(0)
+    assert finished == []
+    # A sync tool failing after an async one was called leaves no coroutine un-awaited
+    # (that would be a RuntimeWarning, an error under this suite's filterwarnings).
+    with pytest.raises(KeyError):
+        await run_tool_calls(calls(("slow", "{}"), ("sync_failing", "{}")), [slow, sync_failing])
