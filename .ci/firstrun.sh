@@ -12,9 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 work="$(mktemp -d)"
-socket="aiotongyi-firstrun-$$"
+socket="$work/tmux.sock"  # a private tmux server, gone with the work directory
 cleanup() {
-    tmux -L "$socket" kill-server 2>/dev/null || true
+    tmux -S "$socket" kill-server 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -61,7 +61,7 @@ if ! command -v tmux >/dev/null; then
     fi
 fi
 command -v tmux >/dev/null || fail "tmux is missing and could not be installed"
-screen() { tmux -L "$socket" capture-pane -p -t chat; }
+screen() { tmux -S "$socket" capture-pane -p -t chat; }
 wait_for() {  # wait_for TEXT: poll the screen for up to 20 s
     for _ in $(seq 200); do
         if screen | grep -qF -- "$1"; then return 0; fi
@@ -70,24 +70,24 @@ wait_for() {  # wait_for TEXT: poll the screen for up to 20 s
     screen >&2
     fail "the terminal never showed: $1"
 }
-tmux -L "$socket" new-session -d -s chat -x 120 -y 30 "$work/venv/bin/aiotongyi chat --verbose"
+tmux -S "$socket" new-session -d -s chat -x 120 -y 30 "$work/venv/bin/aiotongyi chat --verbose"
 wait_for "/help lists the commands"
-tmux -L "$socket" send-keys -t chat -l "first turn"
-tmux -L "$socket" send-keys -t chat Enter
+tmux -S "$socket" send-keys -t chat -l "first turn"
+tmux -S "$socket" send-keys -t chat Enter
 wait_for "Hello! You said: first turn"
-tmux -L "$socket" send-keys -t chat -l "second turn"
-tmux -L "$socket" send-keys -t chat Enter
+tmux -S "$socket" send-keys -t chat -l "second turn"
+tmux -S "$socket" send-keys -t chat Enter
 wait_for "Hello! You said: second turn"
-tmux -L "$socket" send-keys -t chat -l "/save $work/chat.json"
-tmux -L "$socket" send-keys -t chat Enter
+tmux -S "$socket" send-keys -t chat -l "/save $work/chat.json"
+tmux -S "$socket" send-keys -t chat Enter
 wait_for "saved 4 messages"
 screen | sed "/^$/d"
-tmux -L "$socket" send-keys -t chat C-d
+tmux -S "$socket" send-keys -t chat C-d
 for _ in $(seq 50); do
-    tmux -L "$socket" has-session -t chat 2>/dev/null || break
+    tmux -S "$socket" has-session -t chat 2>/dev/null || break
     sleep 0.1
 done
-tmux -L "$socket" has-session -t chat 2>/dev/null && fail "Ctrl-D did not end the chat"
+tmux -S "$socket" has-session -t chat 2>/dev/null && fail "Ctrl-D did not end the chat"
 "$py" -c "import json,sys; m=json.load(open(sys.argv[1])); assert [x['role'] for x in m]==['user','assistant']*2, m" \
     "$work/chat.json" || fail "the saved history"
 

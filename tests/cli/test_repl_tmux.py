@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(
 class Terminal:
     """One tmux session on a private server socket."""
 
-    def __init__(self, command: list[str]) -> None:
-        self.socket = f"aiotongyi-test-{uuid.uuid4().hex[:8]}"
+    def __init__(self, command: list[str], socket: Path) -> None:
+        self.socket = str(socket)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DASHSCOPE_")}
         env["TERM"] = "xterm-256color"
         self.tmux(
@@ -33,7 +33,7 @@ class Terminal:
 
     def tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
-            ["tmux", "-L", self.socket, *args],
+            ["tmux", "-S", self.socket, *args],
             capture_output=True,
             text=True,
             env=env,
@@ -54,7 +54,7 @@ class Terminal:
     def alive(self) -> bool:
         return (
             subprocess.run(
-                ["tmux", "-L", self.socket, "has-session", "-t", "t"],
+                ["tmux", "-S", self.socket, "has-session", "-t", "t"],
                 capture_output=True,
                 check=False,
             ).returncode
@@ -76,9 +76,11 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal(dashscope_emulator: DashScopeEmulator) -> Iterator[Terminal]:
+def terminal(dashscope_emulator: DashScopeEmulator, tmp_path: Path) -> Iterator[Terminal]:
     command = [sys.executable, "-m", "aiotongyi", "chat", "--base-url"]
-    term = Terminal([*command, dashscope_emulator.base_url, "--thinking", "--verbose"])
+    term = Terminal(
+        [*command, dashscope_emulator.base_url, "--thinking", "--verbose"], tmp_path / "tmux"
+    )
     try:
         term.wait_for(lambda screen: "/help lists the commands" in screen)
         yield term
