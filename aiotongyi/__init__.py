@@ -36,6 +36,7 @@ from ._models import (
 from ._request import GenerateParams
 from ._retry import RetryPolicy
 from ._stream import Stream
+from ._tools import Tool, run_tool_calls, sync_run_tool_calls, tool
 from ._version import __version__
 
 __all__ = [
@@ -61,10 +62,14 @@ __all__ = [
     "TokenLogprob",
     "TongyiError",
     "TongyiLLMClient",
+    "Tool",
     "ToolCall",
     "TopLogprob",
     "Usage",
     "__version__",
+    "run_tool_calls",
+    "sync_run_tool_calls",
+    "tool",
 ]
 
 # AIOTONGYI_LOG=debug|info|warning: a stderr handler on the "aiotongyi" logger.

@@ -177,6 +177,16 @@ class ProtocolError(TongyiError):
 class JSONOutputError(TongyiError, ValueError):
     """The answer was expected to be JSON and is not; ``partial`` is the whole answer."""
 
+    #: What did not fit the schema given to ``generate_json(schema=...)``: one
+    #: ``{"loc": (key, index, ...), "msg": str}`` per problem; ``()`` when the
+    #: text was not JSON at all.
+    errors: tuple[Mapping[str, object], ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The raw text of the answer (``partial.text``)."""
+        return self.partial.text if self.partial is not None else ""
+
 
 def _restore(cls: type[TongyiError], args: tuple[object, ...]) -> TongyiError:
     """Unpickle an error: a bare instance; ``__setstate__`` then restores its attributes."""

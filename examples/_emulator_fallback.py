@@ -4,7 +4,7 @@ With ``DASHSCOPE_API_KEY`` set, ``backend()`` returns ``(None, None, None)``
 and the client reads the key (and ``DASHSCOPE_HTTP_BASE_URL``, if set) from the
 environment as usual. Without a key it starts aiotongyi's bundled DashScope
 emulator on 127.0.0.1, says so on stderr, and returns its key and base URL.
-The emulator answers with canned text, not a real model.
+The notice has the same wording as the CLI's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def backend() -> tuple[str | None, str | None, DashScopeEmulator | None]:
     emulator = DashScopeEmulator().start()
     atexit.register(emulator.stop)
     print(
-        f"[no DASHSCOPE_API_KEY: using the bundled emulator at {emulator.base_url}]",
+        "aiotongyi: DASHSCOPE_API_KEY is not set; "
+        f"using the bundled emulator at {emulator.base_url} (not a real model)",
         file=sys.stderr,
     )
     return emulator.api_key, emulator.base_url, emulator

@@ -126,7 +126,8 @@ def main() -> None:
 
             emulator = stack.enter_context(DashScopeEmulator())
             print(
-                f"DASHSCOPE_API_KEY is not set: using the local emulator at {emulator.base_url}",
+                "aiotongyi: DASHSCOPE_API_KEY is not set; "
+                f"using the bundled emulator at {emulator.base_url} (not a real model)",
                 file=sys.stderr,
             )
             os.environ["DASHSCOPE_API_KEY"] = emulator.api_key

@@ -26,7 +26,9 @@ import pytest
 from aiotongyi.testing import DashScopeEmulator, Reply, ToolCallScript
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-FALLBACK_NOTICE = "[no DASHSCOPE_API_KEY: using the bundled emulator at http://127.0.0.1:"
+FALLBACK_NOTICE = (
+    "aiotongyi: DASHSCOPE_API_KEY is not set; using the bundled emulator at http://127.0.0.1:"
+)
 
 # What each script must print on stdout when run against the emulator's fallback.
 EXPECTED: dict[str, list[str]] = {
@@ -51,6 +53,19 @@ EXPECTED: dict[str, list[str]] = {
         "for reasoning]",
     ],
     "vision.py": ["A small red square crossed by a white diagonal line.\n"],
+    "structured_output.py": [
+        "Hangzhou (Zhejiang): 12.5 million people\n"
+        "known for: West Lake, Longjing tea; climate: subtropical\n",
+        "did not fit: province: missing\n",
+        "did not fit: population_millions: expected a number, got the string 'many'\n",
+        'raw text: {"name": "Hangzhou", "population_millions": "many"}\n',
+    ],
+    "tool_functions.py": [
+        'tool get_weather: {"city": "Hangzhou", "condition": "sunny", "temperature": 24, '
+        '"unit": "celsius"}\n'
+        "tool local_time: 14:05 in Hangzhou\n"
+        "answer: It is 14:05 in Hangzhou, sunny and 24 °C.\n"
+    ],
     "concurrent_requests.py": [
         "Beijing: Hello! You said: In one sentence: why visit Beijing?\n",
         "Changsha: Hello! You said: In one sentence: why visit Changsha?\n",
