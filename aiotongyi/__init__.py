@@ -7,6 +7,7 @@ from async code (``generate_stream``, ``generate``) or sync code
 """
 
 from ._client import TongyiLLMClient
+from ._embeddings import EmbeddingResult, RerankItem, RerankResult, SparseValue
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -32,6 +33,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "EmbeddingResult",
     "GenerateParams",
     "JSONOutputError",
     "ModelOutput",
@@ -39,7 +41,10 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
+    "RerankItem",
+    "RerankResult",
     "ServerError",
+    "SparseValue",
     "Stream",
     "StreamInterruptedError",
     "Timeout",

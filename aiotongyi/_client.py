@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import threading
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from . import _embed_call
 from ._config import (
     DEFAULT_MODEL,
     check_header_value,
@@ -23,6 +25,7 @@ from ._config import (
     resolve_base_url,
     user_agent,
 )
+from ._embeddings import EmbeddingResult, RerankResult
 from ._exceptions import APIConnectionError, AuthenticationError
 from ._models import ModelOutput, Timeout
 from ._request import GenerateParams, PreparedRequest, RequestLike, prepare_request
@@ -404,3 +407,135 @@ class TongyiLLMClient:
             pools = list(self._pools.values())
             self._pools.clear()
         return pools
+
+    # -- embeddings and rerank (issue 18; the logic lives in _embed_call) -------
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimension: int | None = None,
+        text_type: str | None = None,
+        output_type: str | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> EmbeddingResult:
+        """Embed one text or many: one vector per text, in input order.
+
+        Inputs over the model's per-request limit (10 texts for v3/v4, 25 for
+        v1/v2) are split and the parts sent concurrently; failed parts are
+        retried like chat requests.  See ``docs/embeddings.md``.
+
+        :param texts: a str or a sequence of non-empty str.
+        :param model: default ``"text-embedding-v4"``.
+        :param dimension: vector size (v3/v4; checked against known models).
+        :param text_type: ``"query"`` or ``"document"`` (the service's default).
+        :param output_type: ``"dense"``, ``"sparse"`` or ``"dense&sparse"`` (v3/v4).
+        :param instruct: a task instruction (v4, English).
+        :param timeout: for the whole call, all parts and retries included.
+        :raises ValueError: for bad texts or parameters (nothing is sent).
+        :raises TongyiError: when a part fails; ``failed_inputs`` lists its texts.
+        :raises RuntimeError: when the client is closed.
+        """
+        return await _embed_call.embed(
+            self,
+            texts,
+            model=model,
+            dimension=dimension,
+            text_type=text_type,
+            output_type=output_type,
+            instruct=instruct,
+            timeout=timeout,
+        )
+
+    async def rerank(
+        self,
+        query: str,
+        documents: str | Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> RerankResult:
+        """Rank documents by relevance to a query, best first.
+
+        Documents over the model's per-request limits (count and estimated
+        tokens) are split, ranked concurrently and merged by score: the same
+        order and scores as one request; ``top_n`` applies to the merged list.
+
+        :param query: a non-empty str.
+        :param documents: a str or a sequence of non-empty str.
+        :param model: default ``"gte-rerank-v2"``.
+        :param top_n: keep the best ``top_n`` (>= 1); all when ``None``.
+        :param return_documents: include each document's text in its item.
+        :param instruct: a task instruction (qwen3-rerank, English).
+        :param timeout: for the whole call, all parts and retries included.
+        :raises ValueError: for bad inputs (nothing is sent).
+        :raises TongyiError: when a part fails; ``failed_inputs`` lists its documents.
+        :raises RuntimeError: when the client is closed.
+        """
+        return await _embed_call.rerank(
+            self,
+            query,
+            documents,
+            model=model,
+            top_n=top_n,
+            return_documents=return_documents,
+            instruct=instruct,
+            timeout=timeout,
+        )
+
+    def sync_embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimension: int | None = None,
+        text_type: str | None = None,
+        output_type: str | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> EmbeddingResult:
+        """:meth:`embed` from synchronous code (any thread), on the client's loop thread."""
+        self._check_sync_use()
+        call = functools.partial(
+            self.embed,
+            texts,
+            model=model,
+            dimension=dimension,
+            text_type=text_type,
+            output_type=output_type,
+            instruct=instruct,
+            timeout=timeout,
+        )
+        return self._loop_thread.portal().call(call)
+
+    def sync_rerank(
+        self,
+        query: str,
+        documents: str | Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> RerankResult:
+        """:meth:`rerank` from synchronous code (any thread), on the client's loop thread."""
+        self._check_sync_use()
+        call = functools.partial(
+            self.rerank,
+            query,
+            documents,
+            model=model,
+            top_n=top_n,
+            return_documents=return_documents,
+            instruct=instruct,
+            timeout=timeout,
+        )
+        return self._loop_thread.portal().call(call)
+
+    # -- end of embeddings and rerank -------------------------------------------

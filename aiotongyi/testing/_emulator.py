@@ -17,6 +17,7 @@ from types import TracebackType
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from . import _embeddings
 from ._render import Exchange, default_reply, render
 from ._script import Reply
 from ._writer import send
@@ -24,11 +25,14 @@ from ._writer import send
 __all__ = ["DashScopeEmulator", "RecordedRequest"]
 
 API_KEY = "sk-emulator"
-ROUTES = frozenset(
-    {
-        "/api/v1/services/aigc/text-generation/generation",
-        "/api/v1/services/aigc/multimodal-generation/generation",
-    }
+ROUTES = (
+    frozenset(
+        {
+            "/api/v1/services/aigc/text-generation/generation",
+            "/api/v1/services/aigc/multimodal-generation/generation",
+        }
+    )
+    | _embeddings.ROUTES
 )
 
 
@@ -291,6 +295,10 @@ class DashScopeEmulator:
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "InvalidApiKey", "Invalid API-key provided.")
+        if request.path in _embeddings.ROUTES:  # embeddings and rerank take queued replies too
+            with self._lock:
+                queued = self._queue.popleft() if self._queue else None
+            return await _embeddings.answer(request, payload, queued)
         problem = _check_body(payload)
         if problem is not None:
             return _error(400, *problem)
