@@ -181,7 +181,7 @@ def test_sparse_vectors_are_parsed_and_dense_left_empty() -> None:
     }
     result = merge_embeddings(plan, [parse_embeddings(reply, part, plan)], [])
     assert result.vectors == ((), ())
-    assert result.sparse == ((SparseValue(7, 0.8, "win"),), (SparseValue(9, 0.5, "rai"),))
+    assert result.sparse == ((SparseValue(7, 0.8, "wind"),), (SparseValue(9, 0.5, "rain"),))
 
 
 @pytest.mark.parametrize(
