@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._cli_embed import add_commands
 from ._client import TongyiLLMClient
 from ._exceptions import TongyiError
 from ._version import __version__
@@ -45,12 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "-v", "--verbose", action="store_true", help="print usage and request id at the end"
     )
+    add_commands(commands)  # embed, rerank
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiotongyi`` console script and ``python -m aiotongyi``."""
     args = _parser().parse_args(argv)
+    if hasattr(args, "handler"):  # embed, rerank
+        return int(args.handler(args))
     prompt = args.prompt
     if prompt is None:
         if sys.stdin.isatty():

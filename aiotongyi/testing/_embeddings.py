@@ -1,7 +1,7 @@
 """The emulator's embedding and rerank endpoints: deterministic answers, the service's limits.
 
 Vectors are feature hashes of the text's words (each word, and each CJK
-character, adds signed weights at positions drawn from its hash, plus a small
+character, adds signed weights at 48 positions drawn from its hash, plus a small
 part from the whole text's hash), normalised to length 1: the same text
 always gives the same vector, and texts sharing words have a higher cosine
 similarity.  Rerank scores are the word overlap of query and document
@@ -34,7 +34,7 @@ RERANK_PATH = "/api/v1/services/rerank/text-rerank/text-rerank"
 ROUTES = frozenset({EMBEDDING_PATH, RERANK_PATH})
 
 _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+")
-_SLOTS_PER_WORD = 8
+_SLOTS_PER_WORD = 48
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ def embed_text(text: str, dimension: int) -> list[float]:
 
 
 def _scatter(weights: dict[int, float], dimension: int, key: bytes, weight: float) -> None:
-    digest = hashlib.blake2b(key, digest_size=4 * _SLOTS_PER_WORD).digest()
-    for slot in range(_SLOTS_PER_WORD):
-        raw = int.from_bytes(digest[4 * slot : 4 * slot + 4], "little")
+    digest = hashlib.shake_256(key).digest(3 * _SLOTS_PER_WORD)
+    for slot in range(0, len(digest), 3):
+        raw = int.from_bytes(digest[slot : slot + 3], "little")
         position = (raw >> 1) % dimension
         weights[position] = weights.get(position, 0.0) + (weight if raw & 1 else -weight)
 

@@ -107,7 +107,8 @@ async def test_similar_texts_are_closer(client: TongyiLLMClient) -> None:
     cat, cat2, market = (
         await client.embed(["the cat sat on the mat", "a cat sat on a mat", "stock market news"])
     ).vectors
-    assert cosine(cat, cat2) > 0.5 > cosine(cat, market)
+    assert cosine(cat, cat2) > 0.4
+    assert abs(cosine(cat, market)) < 0.2
 
 
 async def test_sparse_output(client: TongyiLLMClient) -> None:
