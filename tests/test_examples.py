@@ -51,6 +51,11 @@ EXPECTED: dict[str, list[str]] = {
         "for reasoning]",
     ],
     "vision.py": ["A small red square crossed by a white diagonal line.\n"],
+    "semantic_search.py": [
+        "question: Which green tea grows near West Lake?\n",
+        "reranked:\n  0.390  Longjing green tea is grown in the hills around West Lake",
+        "embedding tokens,",
+    ],
     "concurrent_requests.py": [
         "Beijing: Hello! You said: In one sentence: why visit Beijing?\n",
         "Changsha: Hello! You said: In one sentence: why visit Changsha?\n",
