@@ -69,7 +69,8 @@ def _serve(port_queue: Any, delay: float) -> None:
         if not 1 <= len(texts) <= MAX_TEXTS:
             error = {
                 "code": "InvalidParameter",
-                "message": "batch size is invalid, it should not be larger than 10.: input.contents",
+                "message": f"batch size is invalid, it should not be larger than {MAX_TEXTS}."
+                ": input.contents",
                 "request_id": "bench-error",
             }
             return web.json_response(error, status=400)
