@@ -31,13 +31,16 @@ from aiotongyi._embeddings import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANK_MODEL
 
 from . import PROVIDER
 
+# Older DB-GPT releases lack one interface or the other: the classes still work
+# (duck-typed), and importing the chat provider must never fail because of them.
 try:
-    from dbgpt.core import Embeddings, RerankEmbeddings
-except ImportError as _exc:  # pragma: no cover - DB-GPT older than 0.5.x
-    raise ImportError(
-        "aiotongyi.integrations.dbgpt.embeddings needs DB-GPT's Embeddings and "
-        "RerankEmbeddings: install it with pip install 'aiotongyi[dbgpt]'"
-    ) from _exc
+    from dbgpt.core import Embeddings
+except ImportError:  # pragma: no cover - very old DB-GPT
+    Embeddings = object
+try:
+    from dbgpt.core import RerankEmbeddings
+except ImportError:  # pragma: no cover - DB-GPT before rerank support
+    RerankEmbeddings = object
 
 # DB-GPT 0.7+ only: deploy parameters and the embedding adapter registry.
 try:
