@@ -94,13 +94,15 @@ async def post_json(
     request_id = response.headers.get("x-request-id")
     pool.live.add(response)
     try:
-        raw = await response.read()
-    except TRANSPORT_ERRORS as exc:
-        expired = timeout.total is not None and loop.time() - started >= timeout.total - 0.001
-        raise map_transport_error(exc, None, request_id, total_expired=expired) from exc
+        raw = await response.read()  # releases the connection to the pool when done
+    except BaseException as exc:  # a cut body or a cancelled call: drop the connection
+        response.close()
+        if isinstance(exc, TRANSPORT_ERRORS):
+            expired = timeout.total is not None and loop.time() - started >= timeout.total - 0.001
+            raise map_transport_error(exc, None, request_id, total_expired=expired) from exc
+        raise
     finally:
         pool.live.discard(response)
-        response.release()
     try:
         payload = json.loads(raw)
     except ValueError:

@@ -148,6 +148,15 @@ async def test_dropped_connection_is_retried(
     assert len(dashscope_emulator.requests) == 2
 
 
+async def test_body_cut_mid_read_is_retried(
+    client: TongyiLLMClient, dashscope_emulator: DashScopeEmulator
+) -> None:
+    dashscope_emulator.enqueue(Reply(drop_after_bytes=200), Reply(garbage=b"HTTP/1.1 ???\r\n"))
+    result = await client.embed(["cut", "short"])
+    assert result.vectors[1] == tuple(embed_text("short", 1024))
+    assert len(dashscope_emulator.requests) == 3
+
+
 async def test_failed_part_names_its_inputs(
     client: TongyiLLMClient, dashscope_emulator: DashScopeEmulator
 ) -> None:
