@@ -71,7 +71,7 @@ class _CountingServer(web.Server):
 
 
 class DashScopeEmulator:
-    """A local stand-in for DashScope's native chat endpoints.
+    """A local stand-in for DashScope's native chat, embedding and rerank endpoints.
 
     The server runs on a thread of its own with its own event loop, so it can
     be started and stopped from any thread, including from inside a running
@@ -222,9 +222,10 @@ class DashScopeEmulator:
             return len(self._open)
 
     def enqueue(self, *replies: Reply) -> None:
-        """Queue replies; each incoming chat request takes the oldest one.
+        """Queue replies; each incoming request takes the oldest one.
 
-        With the queue empty, a request gets the default echo reply.
+        With the queue empty, a chat request gets the default echo reply and an
+        embedding or rerank request its computed answer (``docs/embeddings.md``).
         """
         with self._lock:
             self._queue.extend(replies)
