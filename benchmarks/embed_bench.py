@@ -7,7 +7,7 @@ fixed delay per request (50 ms: the service's latency, not the client's).
 
 Clients, each given the same 1,000 texts:
 
-* ``aiotongyi`` — ``await client.embed(texts)`` (split into 100 requests, 8 in flight);
+* ``aiotongyi`` — ``await client.embed(texts)`` (split into 100 requests, 16 in flight);
 * ``aiotongyi-sync`` — ``client.sync_embed(texts)``;
 * ``sdk-legacy-sync`` — ``dashscope.TextEmbedding.call`` in a loop over batches of 10;
 * ``sdk-v2-sync`` — ``dashscope.Client().embeddings.create`` in the same loop;
