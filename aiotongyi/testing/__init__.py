@@ -2,8 +2,9 @@
 
 ``DashScopeEmulator`` serves the native chat protocol (streaming and not), and
 the embedding and rerank endpoints, on 127.0.0.1 from a thread of its own;
-``Reply`` scripts each answer and its faults. With aiotongyi installed, pytest gets a ``dashscope_emulator`` fixture
-automatically. See ``docs/testing.md``.
+``Reply`` scripts each answer and its faults. With aiotongyi installed,
+pytest gets a ``dashscope_emulator`` fixture automatically. See
+``docs/testing.md``.
 
 This package imports nothing from the rest of aiotongyi.
 """
