@@ -273,6 +273,18 @@ async def test_split_rerank_matches_one_ranking(
     assert len(ranked.request_ids) == 3
 
 
+async def test_failed_rerank_part_names_its_documents(
+    dashscope_emulator: DashScopeEmulator,
+) -> None:
+    dashscope_emulator.enqueue(http_error(400, "InvalidParameter", "bad documents"))
+    async with TongyiLLMClient(api_key="k", base_url=dashscope_emulator.base_url) as c:
+        with pytest.raises(BadRequestError, match="bad documents") as caught:
+            await c.rerank("q", [f"d{i}" for i in range(600)])
+    # Whichever part reached the server first got the error; its documents are named.
+    assert caught.value.failed_inputs in (tuple(range(500)), tuple(range(500, 600)))
+    await asyncio.to_thread(wait_for_requests, dashscope_emulator, 2)
+
+
 async def test_rerank_splits_by_token_budget(
     client: TongyiLLMClient, dashscope_emulator: DashScopeEmulator
 ) -> None:
