@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -372,3 +375,34 @@ async def test_emulator_refuses_what_the_service_refuses(
         )
         assert body["message"] == "Range of input length should be [1, 30000]"
         assert body["request_id"]
+
+
+def test_exit_with_an_unclosed_client_is_quiet() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from aiotongyi import TongyiLLMClient
+        from aiotongyi.testing import DashScopeEmulator
+
+        emu = DashScopeEmulator().start()
+        client = TongyiLLMClient(base_url=emu.base_url, api_key=emu.api_key)
+        print(len(client.sync_embed([f"t{i}" for i in range(30)]).vectors))
+
+        async def main():
+            print(len((await client.embed([f"t{i}" for i in range(30)])).vectors))
+            print(len((await client.rerank("q", ["q", "x"])).results))
+
+        asyncio.run(main())
+        asyncio.run(main())  # a second loop: its own pool
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-X", "dev", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["30", "30", "2", "30", "2"]
+    assert result.stderr == ""
