@@ -53,7 +53,7 @@ PY
 # DB-GPT prints "Setting random seed to 42" on import when CI is set, which
 # would pollute the stdout the subprocess tests compare: unset it for them.
 export AIOTONGYI_REQUIRE_DBGPT=1
-env -u DASHSCOPE_API_KEY -u CI "$py" -m pytest tests/integrations/test_dbgpt.py -p no:cacheprovider
+env -u DASHSCOPE_API_KEY -u CI "$py" -m pytest tests/integrations/test_dbgpt.py tests/integrations/test_dbgpt_embeddings.py -p no:cacheprovider
 # docs/dbgpt.md's code runs only where DB-GPT is installed
 env -u DASHSCOPE_API_KEY -u CI "$py" -m pytest tests/test_docs.py -k dbgpt -p no:cacheprovider
 env -u DASHSCOPE_API_KEY "$py" examples/dbgpt_provider.py

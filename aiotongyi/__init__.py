@@ -8,6 +8,7 @@ from async code (``generate_stream``, ``generate``) or sync code
 
 from ._client import TongyiLLMClient
 from ._config import configure_logging as _configure_logging
+from ._embeddings import EmbeddingResult, RerankItem, RerankResult, SparseValue
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -45,6 +46,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "EmbeddingResult",
     "GenerateParams",
     "JSONOutputError",
     "ModelOutput",
@@ -52,10 +54,13 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
+    "RerankItem",
+    "RerankResult",
     "RetryPolicy",
     "SearchInfo",
     "SearchResult",
     "ServerError",
+    "SparseValue",
     "Stream",
     "StreamInterruptedError",
     "Timeout",

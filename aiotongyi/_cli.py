@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ._cli_embed import add_commands
 from ._client import TongyiLLMClient
 from ._config import resolve_base_url
 from ._exceptions import TongyiError
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "-v", "--verbose", action="store_true", help="print usage and request id after answers"
     )
+    add_commands(commands)  # embed, rerank
     return parser
 
 
@@ -92,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiotongyi`` console script and ``python -m aiotongyi``."""
     _forgiving_streams()
     args = _parser().parse_args(argv)
+    if hasattr(args, "handler"):  # embed, rerank
+        return int(args.handler(args))
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import aiohttp
 
+from . import _embed_call
 from ._config import (
     DEFAULT_MODEL,
     WORKSPACE_HEADER,
@@ -24,6 +26,7 @@ from ._config import (
     user_agent,
 )
 from ._context import CallContext, CallOptions
+from ._embeddings import EmbeddingResult, RerankResult
 from ._exceptions import AuthenticationError
 from ._lifecycle import ClientState, Resources
 from ._models import ModelOutput, Timeout
@@ -360,6 +363,143 @@ class TongyiLLMClient:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- embeddings and rerank (the logic lives in _embed_call) ----------------
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimension: int | None = None,
+        text_type: str | None = None,
+        output_type: str | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> EmbeddingResult:
+        """Embed one text or many: one vector per text, in input order.
+
+        Inputs over the model's per-request limit (10 texts for v3/v4, 25 for
+        v1/v2) are split and the parts sent concurrently; failed parts are
+        retried like chat requests.  See ``docs/embeddings.md``.
+
+        :param texts: a str or a sequence of non-empty str.
+        :param model: default ``"text-embedding-v4"``.
+        :param dimension: vector size (v3/v4; checked against known models).
+        :param text_type: ``"query"`` or ``"document"`` (the service's default).
+        :param output_type: ``"dense"``, ``"sparse"`` or ``"dense&sparse"`` (v3/v4).
+        :param instruct: a task instruction (v4, English).
+        :param timeout: for the whole call, all parts and retries included.
+        :raises ValueError: for bad texts or parameters (nothing is sent).
+        :raises TongyiError: when a part fails; ``failed_inputs`` lists its texts.
+        :raises RuntimeError: when the client is closed.
+        """
+        return await _embed_call.embed(
+            self._json_context(),
+            texts,
+            model=model,
+            dimension=dimension,
+            text_type=text_type,
+            output_type=output_type,
+            instruct=instruct,
+            timeout=timeout,
+        )
+
+    async def rerank(
+        self,
+        query: str,
+        documents: str | Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> RerankResult:
+        """Rank documents by relevance to a query, best first.
+
+        Documents over the model's per-request limits (count and estimated
+        tokens) are split, ranked concurrently and merged by score: the same
+        order and scores as one request; ``top_n`` applies to the merged list.
+
+        :param query: a non-empty str.
+        :param documents: a str or a sequence of non-empty str.
+        :param model: default ``"gte-rerank-v2"``.
+        :param top_n: keep the best ``top_n`` (>= 1); all when ``None``.
+        :param return_documents: include each document's text in its item.
+        :param instruct: a task instruction (qwen3-rerank, English).
+        :param timeout: for the whole call, all parts and retries included.
+        :raises ValueError: for bad inputs (nothing is sent).
+        :raises TongyiError: when a part fails; ``failed_inputs`` lists its documents.
+        :raises RuntimeError: when the client is closed.
+        """
+        return await _embed_call.rerank(
+            self._json_context(),
+            query,
+            documents,
+            model=model,
+            top_n=top_n,
+            return_documents=return_documents,
+            instruct=instruct,
+            timeout=timeout,
+        )
+
+    def sync_embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimension: int | None = None,
+        text_type: str | None = None,
+        output_type: str | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> EmbeddingResult:
+        """:meth:`embed` from synchronous code (any thread), on the client's loop thread."""
+        self._check_sync_use()
+        call = functools.partial(
+            self.embed,
+            texts,
+            model=model,
+            dimension=dimension,
+            text_type=text_type,
+            output_type=output_type,
+            instruct=instruct,
+            timeout=timeout,
+        )
+        return self._resources.loop_thread.run(call())
+
+    def sync_rerank(
+        self,
+        query: str,
+        documents: str | Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool | None = None,
+        instruct: str | None = None,
+        timeout: Timeout | float | None = None,
+    ) -> RerankResult:
+        """:meth:`rerank` from synchronous code (any thread), on the client's loop thread."""
+        self._check_sync_use()
+        call = functools.partial(
+            self.rerank,
+            query,
+            documents,
+            model=model,
+            top_n=top_n,
+            return_documents=return_documents,
+            instruct=instruct,
+            timeout=timeout,
+        )
+        return self._resources.loop_thread.run(call())
+
+    def _json_context(self) -> CallContext:
+        if self.is_closed:
+            raise RuntimeError("this TongyiLLMClient is closed; create a new one")
+        if self._api_key is None:
+            raise AuthenticationError(_MISSING_KEY, status_code=401, code="MissingApiKey")
+        return self._context
 
     # -- internals --------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class TongyiError(Exception):
         self.request_id = request_id
         #: The last :class:`ModelOutput` delivered before the failure, or ``None``.
         self.partial = partial
+        #: ``embed``/``rerank``: indices of the inputs whose request failed (else ``()``).
+        self.failed_inputs: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         if self.request_id:

@@ -66,6 +66,11 @@ EXPECTED: dict[str, list[str]] = {
         "tool local_time: 14:05 in Hangzhou\n"
         "answer: It is 14:05 in Hangzhou, sunny and 24 °C.\n"
     ],
+    "semantic_search.py": [
+        "question: Which green tea grows near West Lake?\n",
+        "reranked:\n  0.390  Longjing green tea is grown in the hills around West Lake",
+        "embedding tokens,",
+    ],
     "concurrent_requests.py": [
         "Beijing: Hello! You said: In one sentence: why visit Beijing?\n",
         "Changsha: Hello! You said: In one sentence: why visit Changsha?\n",

@@ -1,11 +1,11 @@
 """A local DashScope emulator for testing code that talks to DashScope.
 
-``DashScopeEmulator`` serves the native chat protocol (streaming and not) on
-127.0.0.1 from a thread of its own; ``Reply`` scripts each answer and its
-faults. Its ``uploads`` (an ``UploadStorage``) is the temporary storage that
-local media are uploaded to; ``UploadFault`` scripts upload failures. With
-aiotongyi installed, pytest gets a ``dashscope_emulator`` fixture automatically.
-See ``docs/testing.md``.
+``DashScopeEmulator`` serves the native chat protocol (streaming and not), and
+the embedding and rerank endpoints, on 127.0.0.1 from a thread of its own;
+``Reply`` scripts each answer and its faults. Its ``uploads`` (an
+``UploadStorage``) is the temporary storage that local media are uploaded to;
+``UploadFault`` scripts upload failures. With aiotongyi installed, pytest gets a
+``dashscope_emulator`` fixture automatically. See ``docs/testing.md``.
 
 This package imports nothing from the rest of aiotongyi.
 """

@@ -17,6 +17,7 @@ from types import TracebackType
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from . import _embeddings
 from ._render import Exchange, default_reply, render
 from ._script import Reply
 from ._upload import OSS_PATH, POLICY_PATH, UploadStorage, oss_header_problem
@@ -25,11 +26,14 @@ from ._writer import send
 __all__ = ["DashScopeEmulator", "RecordedRequest"]
 
 API_KEY = "sk-emulator"
-ROUTES = frozenset(
-    {
-        "/api/v1/services/aigc/text-generation/generation",
-        "/api/v1/services/aigc/multimodal-generation/generation",
-    }
+ROUTES = (
+    frozenset(
+        {
+            "/api/v1/services/aigc/text-generation/generation",
+            "/api/v1/services/aigc/multimodal-generation/generation",
+        }
+    )
+    | _embeddings.ROUTES
 )
 
 
@@ -70,7 +74,7 @@ class _CountingServer(web.Server):
 
 
 class DashScopeEmulator:
-    """A local stand-in for DashScope's native chat endpoints.
+    """A local stand-in for DashScope's native chat, embedding and rerank endpoints.
 
     The server runs on a thread of its own with its own event loop, so it can
     be started and stopped from any thread, including from inside a running
@@ -223,9 +227,10 @@ class DashScopeEmulator:
             return len(self._open)
 
     def enqueue(self, *replies: Reply) -> None:
-        """Queue replies; each incoming chat request takes the oldest one.
+        """Queue replies; each incoming request takes the oldest one.
 
-        With the queue empty, a request gets the default echo reply.
+        With the queue empty, a chat request gets the default echo reply and an
+        embedding or rerank request its computed answer (``docs/embeddings.md``).
         """
         with self._lock:
             self._queue.extend(replies)
@@ -299,6 +304,10 @@ class DashScopeEmulator:
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "InvalidApiKey", "Invalid API-key provided.")
+        if request.path in _embeddings.ROUTES:  # embeddings and rerank take queued replies too
+            with self._lock:
+                queued = self._queue.popleft() if self._queue else None
+            return await _embeddings.answer(request, payload, queued)
         problem = _check_body(payload) or oss_header_problem(payload, headers)
         if problem is not None:
             return _error(400, *problem)

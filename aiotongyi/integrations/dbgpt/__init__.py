@@ -648,3 +648,6 @@ if LLMDeployModelParameters is not None and register_proxy_model_adapter is not 
     )
 else:  # DB-GPT 0.5/0.6: no provider registry; the name stays importable
     TongyiAioDeployModelParameters = None  # type: ignore[misc, assignment]
+
+# Embeddings and rerank register under the same provider key (DB-GPT 0.7+).
+from . import embeddings as embeddings  # noqa: E402
