@@ -10,26 +10,22 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from ._render import Exchange, default_reply, render
+from ._infer import count_tokens, infer_reply
+from ._render import Exchange, render
 from ._script import Reply
 from ._writer import send
 
 __all__ = ["DashScopeEmulator", "RecordedRequest"]
 
 API_KEY = "sk-emulator"
-ROUTES = frozenset(
-    {
-        "/api/v1/services/aigc/text-generation/generation",
-        "/api/v1/services/aigc/multimodal-generation/generation",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -220,7 +216,8 @@ class DashScopeEmulator:
     def enqueue(self, *replies: Reply) -> None:
         """Queue replies; each incoming chat request takes the oldest one.
 
-        With the queue empty, a request gets the default echo reply.
+        With the queue empty, the answer is inferred from the request (see
+        ``docs/testing.md``, "Answers inferred from the request").
         """
         with self._lock:
             self._queue.extend(replies)
@@ -280,36 +277,23 @@ class DashScopeEmulator:
         except ValueError:
             payload = None
         headers = {name.lower(): value for name, value in request.headers.items()}
+        recorded = RecordedRequest(request.method, request.path, headers, body, payload)
         with self._lock:
-            self._requests.append(
-                RecordedRequest(request.method, request.path, headers, body, payload)
-            )
-        if request.path not in ROUTES:
+            self._requests.append(recorded)
+        route = ROUTES.get(request.path)
+        if route is None:
             return _error(404, "NotFound", f"url error, please check url! {request.path}")
         if request.method != "POST":
             return _error(405, "MethodNotAllowed", "Method not allowed.")
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "InvalidApiKey", "Invalid API-key provided.")
-        problem = _check_body(payload)
-        if problem is not None:
-            return _error(400, *problem)
-        assert isinstance(payload, dict)
-        parameters: dict[str, object] = payload["parameters"]
+        return await route(self, request, recorded)
+
+    def _take_reply(self) -> Reply | None:
+        """The oldest queued reply, or None when nothing is scripted."""
         with self._lock:
-            reply = self._queue.popleft() if self._queue else None
-        if reply is None:
-            reply = default_reply(_last_user_text(payload))
-        stream = headers.get("x-dashscope-sse", "").lower() == "enable" or (
-            "text/event-stream" in headers.get("accept", "")
-        )
-        exchange = Exchange(
-            stream=stream,
-            incremental=parameters.get("incremental_output") is True,
-            multimodal="multimodal" in request.path,
-            input_tokens=_count_input(payload),
-        )
-        return await send(request, reply, render(reply, exchange))
+            return self._queue.popleft() if self._queue else None
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
@@ -317,6 +301,45 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
     if isinstance(context.get("exception"), ConnectionError):
         return
     loop.default_exception_handler(context)
+
+
+async def _chat(
+    emulator: DashScopeEmulator, request: web.BaseRequest, recorded: RecordedRequest
+) -> web.StreamResponse:
+    """The native chat endpoints (text and multimodal), streaming or not."""
+    payload = recorded.json
+    problem = _check_body(payload)
+    if problem is not None:
+        return _error(400, *problem)
+    assert isinstance(payload, dict)
+    parameters: dict[str, object] = payload["parameters"]
+    reply = emulator._take_reply()
+    if reply is None:
+        reply = default_reply(payload)
+    headers = recorded.headers
+    stream = headers.get("x-dashscope-sse", "").lower() == "enable" or (
+        "text/event-stream" in headers.get("accept", "")
+    )
+    exchange = Exchange(
+        stream=stream,
+        incremental=parameters.get("incremental_output") is True,
+        multimodal="multimodal" in request.path,
+        input_tokens=_count_input(payload),
+    )
+    return await send(request, reply, render(reply, exchange))
+
+
+# The answer when nothing is queued (a module attribute, so a test can route by request).
+default_reply: Callable[[dict[str, Any]], Reply] = infer_reply
+
+Route = Callable[
+    [DashScopeEmulator, web.BaseRequest, RecordedRequest], Awaitable[web.StreamResponse]
+]
+# Path -> handler. Every route gets the request logged, 404/405/401 checks first.
+ROUTES: dict[str, Route] = {
+    "/api/v1/services/aigc/text-generation/generation": _chat,
+    "/api/v1/services/aigc/multimodal-generation/generation": _chat,
+}
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -366,13 +389,7 @@ def _messages(payload: dict[str, object]) -> list[dict[str, object]]:
     return [message for message in messages if isinstance(message, dict)]
 
 
-def _last_user_text(payload: dict[str, object]) -> str:
-    for message in reversed(_messages(payload)):
-        if message.get("role") == "user":
-            return "".join(_texts(message.get("content")))
-    return ""
-
-
 def _count_input(payload: dict[str, object]) -> int:
-    """Input tokens, one per character of message text (at least 1)."""
-    return max(1, sum(len(text) for m in _messages(payload) for text in _texts(m.get("content"))))
+    """Input tokens of the message text, by the emulator's token rule (at least 1)."""
+    texts = (text for m in _messages(payload) for text in _texts(m.get("content")))
+    return max(1, sum(count_tokens(text) for text in texts))
