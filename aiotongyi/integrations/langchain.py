@@ -12,6 +12,7 @@ Needs the ``aiotongyi[langchain]`` extra (``langchain-core`` 1.x). See
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -64,6 +65,8 @@ except ImportError as exc:  # pragma: no cover - exercised where langchain-core 
     ) from exc
 
 __all__ = ["ChatTongyi"]
+
+logger = logging.getLogger("aiotongyi")
 
 PROVIDER = "tongyi"
 # Parameters aiotongyi's generate calls take by name; anything else in
@@ -375,9 +378,18 @@ def _close_later(client: TongyiLLMClient) -> None:
     """Close a dropped model's client, on a thread of its own: closing waits for the
     client's loop thread, which must not happen on whatever thread the GC runs."""
     try:
-        threading.Thread(target=client.close, name="aiotongyi-langchain-close", daemon=True).start()
+        threading.Thread(
+            target=_close_quietly, args=(client,), name="aiotongyi-langchain-close", daemon=True
+        ).start()
     except RuntimeError:  # interpreter shutdown: aiotongyi's exit hooks release the rest
         pass
+
+
+def _close_quietly(client: TongyiLLMClient) -> None:
+    try:
+        client.close()
+    except Exception:  # a loop ending meanwhile; its own shutdown closes that pool
+        logger.debug("closing a dropped ChatTongyi's client failed", exc_info=True)
 
 
 # -- requests -----------------------------------------------------------------------

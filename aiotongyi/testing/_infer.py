@@ -39,6 +39,7 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 _EXPRESSION = re.compile(r"[-+*/^%().\d\s]*\d[-+*/^%().\d\s]*")
 _TOOL_WORDS = re.compile(r"\b(?:use|using|call|calling|invoke)\b.{0,20}\b(?:tool|function)s?\b")
 _GENERIC_NAME_WORDS = frozenset({"get", "set", "the", "and", "for", "tool", "function", "run"})
+_TOPIC_ENDS = frozenset("as in with and for that which to include including no but".split())
 _SEED_WORDS = (
     "amber bright calm distant early gentle hidden idle jade keen lucid mellow "
     "narrow open quiet rapid silver tidal upper vivid warm young river stone cloud "
@@ -161,7 +162,8 @@ def _answer_text(
         spec = response_format.get("json_schema") if isinstance(response_format, Mapping) else None
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
         if isinstance(schema, Mapping):
-            value = _Values(prompt, schema).generate(schema, "value")
+            values = _Values(prompt, schema, skip=_property_names(schema))
+            value = values.generate(schema, "value")
             return json.dumps(value, ensure_ascii=False)
     if kind in ("json_object", "json_schema"):
         keys = list(dict.fromkeys(_KEY.findall(prompt))) or ["answer"]
@@ -283,7 +285,7 @@ def _tool_call(
         return None
     schema = chosen.get("parameters")
     schema = schema if isinstance(schema, Mapping) else {"type": "object", "properties": {}}
-    arguments = _Values(prompt, schema).generate(schema, "arguments")
+    arguments = _Values(prompt, schema, skip=_property_names(schema)).generate(schema, "arguments")
     text = json.dumps(arguments if isinstance(arguments, dict) else {}, ensure_ascii=False)
     call_id = "call_" + format(_stable_hash(chosen["name"] + prompt), "x")[:12]
     # Two fragments when there is something to split, as the service streams them.
@@ -302,6 +304,21 @@ def _relevance(function: Mapping[str, Any], prompt: str) -> int:
         if len(word) >= 3 and word not in _GENERIC_NAME_WORDS and word in lowered:
             score += 1
     return score
+
+
+def _property_names(schema: object) -> list[str]:
+    """Every property name in a schema: quoted in a prompt, they name keys, not values."""
+    names: list[str] = []
+    if isinstance(schema, Mapping):
+        properties = schema.get("properties")
+        if isinstance(properties, Mapping):
+            names.extend(str(name) for name in properties)
+        for value in schema.values():
+            names.extend(_property_names(value))
+    elif isinstance(schema, list):
+        for item in schema:
+            names.extend(_property_names(item))
+    return names
 
 
 def _stable_hash(text: str) -> int:
@@ -325,11 +342,12 @@ class _Values:
         self.proper: Iterator[str] = iter(
             match.group()
             for match in _PROPER.finditer(prompt)
-            if match.start() > 0 and not re.search(r"[.!?]\s*$", prompt[: match.start()])
+            if match.start() > 0
+            and not match.group().isupper()  # acronyms (JSON, API) name no value
+            and not re.search(r"[.!?]\s*$", prompt[: match.start()])
         )
         self.numbers: list[str] = _NUMBER.findall(prompt)
-        topic = re.search(r"\babout\s+([\w\s-]+?)(?:[.,;!?]|$)", prompt)
-        self.topic = topic.group(1).strip() if topic else ""
+        self.topic = _topic(prompt)
         self.depth = 0
 
     def generate(self, schema: Mapping[str, Any], name: str) -> Any:
@@ -452,6 +470,19 @@ class _Values:
         if high and len(value) > high:
             value = value[:high]
         return value
+
+
+def _topic(prompt: str) -> str:
+    """What the prompt is "about": up to four words after that word."""
+    found = re.search(r"\babout\s+(.+)", prompt)
+    if found is None:
+        return ""
+    words = []
+    for word in re.split(r"[.,;:!?'\"()]", found.group(1))[0].split():
+        if word.lower() in _TOPIC_ENDS or len(words) == 4:
+            break
+        words.append(word)
+    return " ".join(words)
 
 
 def _int(value: object, default: int) -> int:
