@@ -477,7 +477,7 @@ def _topic(prompt: str) -> str:
     found = re.search(r"\babout\s+(.+)", prompt)
     if found is None:
         return ""
-    words = []
+    words: list[str] = []
     for word in re.split(r"[.,;:!?'\"()]", found.group(1))[0].split():
         if word.lower() in _TOPIC_ENDS or len(words) == 4:
             break
