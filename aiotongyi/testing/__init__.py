@@ -3,7 +3,9 @@
 ``DashScopeEmulator`` serves the native chat protocol (streaming and not) on
 127.0.0.1 from a thread of its own; ``Reply`` scripts each answer and its
 faults. With aiotongyi installed, pytest gets a ``dashscope_emulator`` fixture
-automatically. See ``docs/testing.md``.
+automatically. With nothing scripted, the answer follows the request (tools,
+JSON, thinking, limits); ``count_tokens`` is the token rule of its usage
+counts. See ``docs/testing.md``.
 
 This package imports nothing from the rest of aiotongyi.
 """
@@ -11,6 +13,7 @@ This package imports nothing from the rest of aiotongyi.
 from __future__ import annotations
 
 from ._emulator import DashScopeEmulator, RecordedRequest
+from ._infer import count_tokens
 from ._script import ErrorEvent, Reply, ToolCallScript, http_error
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ToolCallScript",
+    "count_tokens",
     "http_error",
 ]
 
