@@ -38,6 +38,7 @@ try:
         AIMessageChunk,
         BaseMessage,
         ChatMessage,
+        FunctionMessage,
         HumanMessage,
         InvalidToolCall,
         SystemMessage,
@@ -456,6 +457,8 @@ def _to_dashscope(message: BaseMessage) -> dict[str, Any]:
                 }
                 for call in message.tool_calls
             ]
+        if message.additional_kwargs.get("partial") is True:  # a prefix to continue
+            converted["partial"] = True
         return converted
     if isinstance(message, ToolMessage):
         content = str(message.text)
@@ -465,6 +468,8 @@ def _to_dashscope(message: BaseMessage) -> dict[str, Any]:
         if message.name:
             converted["name"] = message.name
         return converted
+    if isinstance(message, FunctionMessage):  # the legacy shape of a tool result
+        return {"role": "tool", "content": str(message.text), "name": message.name}
     if isinstance(message, ChatMessage):
         return {"role": message.role, "content": _user_content(message.content)}
     raise ValueError(f"ChatTongyi cannot send a {type(message).__name__}")
