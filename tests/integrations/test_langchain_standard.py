@@ -70,6 +70,10 @@ class TestChatTongyiIntegration(ChatModelIntegrationTests):
         return "qwen-max"
 
     @property
+    def supports_anthropic_inputs(self) -> bool:
+        return True
+
+    @property
     def supported_usage_metadata_details(self) -> dict[Any, list[Any]]:
         return {"invoke": ["reasoning_output"], "stream": ["reasoning_output"]}
 
