@@ -31,6 +31,10 @@ __all__ = ["count_tokens", "infer_reply", "split_tokens"]
 _TOKEN = re.compile(r"[A-Za-z0-9_]+|\S")
 _PIECE = re.compile(r"\s*(?:[A-Za-z0-9_]+|\S)")
 _TOKENS_PER_FRAME = 3
+# Caps on what a schema can ask for, so a careless minItems or minLength cannot
+# make the emulator build a huge answer.
+_MAX_ITEMS = 64
+_MAX_LENGTH = 4096
 
 _QUOTED = re.compile(r"(?<!\w)'([^'\n]+)'(?!\w)|\"([^\"\n]+)\"|“([^”\n]+)”|「([^」\n]+)」")
 _KEY = re.compile(r"(?<!\w)['\"`]([A-Za-z_][A-Za-z0-9_]*)['\"`](?!\w)")
@@ -399,7 +403,7 @@ class _Values:
             return self._object(schema)
         if kind == "array":
             items = schema.get("items")
-            count = max(1, _int(schema.get("minItems"), 1))
+            count = min(max(1, _int(schema.get("minItems"), 1)), _MAX_ITEMS)
             return [
                 self.generate(items if isinstance(items, Mapping) else {}, name)
                 for _ in range(count)
@@ -446,7 +450,7 @@ class _Values:
         while self.numbers:
             text = self.numbers.pop(0)
             value = float(text)
-            if integer and not value.is_integer():
+            if not math.isfinite(value) or (integer and not value.is_integer()):
                 continue
             if fits(value):
                 return int(value) if integer or value.is_integer() else value
@@ -463,7 +467,7 @@ class _Values:
         if value is None:
             words = name.replace("_", " ").strip() or "value"
             value = f"A {words} about {self.topic}" if self.topic else f"example {words}"
-        low = _int(schema.get("minLength"), 0)
+        low = min(_int(schema.get("minLength"), 0), _MAX_LENGTH)
         high = _int(schema.get("maxLength"), 0)
         if len(value) < low:
             value = value.ljust(low, ".")

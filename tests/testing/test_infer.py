@@ -402,3 +402,66 @@ def test_serve_answers_with_the_script_first(tmp_path: Path) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0, stderr
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+SCHEMA_WORDS = st.sampled_from(
+    ["type", "properties", "items", "enum", "anyOf", "$ref", "minItems", "minimum", "required"]
+)
+SCHEMAS = st.recursive(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["object", "array", "string", "integer", "number", "null"]),
+            "minimum": st.integers(-5, 5),
+            "exclusiveMaximum": st.integers(-5, 5),
+            "minItems": st.integers(0, 10**9),
+            "minLength": st.integers(0, 10**9),
+            "enum": st.lists(JSON_VALUES, max_size=3),
+            "$ref": st.sampled_from(["#", "#/$defs/a", "#/nowhere"]),
+        },
+    ),
+    lambda inner: (
+        st.dictionaries(SCHEMA_WORDS, inner, max_size=3)
+        | st.fixed_dictionaries(
+            {"properties": st.dictionaries(st.text(max_size=4), inner, max_size=3)}
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    prompt=st.text(max_size=60),
+    schema=SCHEMAS | JSON_VALUES,
+    extra=st.dictionaries(
+        st.sampled_from(["max_tokens", "stop", "seed", "n", "tool_choice", "enable_thinking"]),
+        JSON_VALUES,
+        max_size=3,
+    ),
+)
+def test_any_request_gets_a_well_formed_answer(
+    client: TongyiLLMClient, prompt: str, schema: object, extra: dict[str, object]
+) -> None:
+    """Whatever the parameters hold, the emulator answers 200 with frames that parse."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    for parameters in (
+        {"tools": tools, "tool_choice": "required"},
+        {"response_format": response_format},
+    ):
+        output = client.sync_generate(prompt or "hi", extra_body={**parameters, **extra})
+        assert output.finish_reason in ("stop", "length", "tool_calls")
+        for call in output.tool_calls:
+            assert isinstance(json.loads(call.arguments), dict)
+        if "response_format" in parameters and output.finish_reason == "stop" and not extra:
+            json.loads(output.text)
