@@ -119,6 +119,7 @@ class ChatTongyi(BaseChatModel):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     _client: TongyiLLMClient | None = PrivateAttr(default=None)
+    _client_owner: weakref.ref[ChatTongyi] | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # -- LangChain's descriptive hooks ----------------------------------------------
@@ -165,7 +166,10 @@ class ChatTongyi(BaseChatModel):
     def client(self) -> TongyiLLMClient:
         """The aiotongyi client behind this model (created on first use)."""
         with self._client_lock:
-            if self._client is None:
+            # A copy (model_copy) inherits private attributes: it gets a client of its
+            # own, so that the original's going does not close the copy's.
+            owner = self._client_owner() if self._client_owner is not None else None
+            if self._client is None or owner is not self:
                 key = self.api_key.get_secret_value() if self.api_key is not None else None
                 self._client = TongyiLLMClient(
                     model=self.model,
@@ -175,6 +179,7 @@ class ChatTongyi(BaseChatModel):
                     timeout=self.timeout,
                     max_retries=self.max_retries,
                 )
+                self._client_owner = weakref.ref(self)
                 weakref.finalize(self, _close_later, self._client)
             return self._client
 

@@ -277,14 +277,15 @@ def _tool_call(
         name = forced.get("name") if isinstance(forced, Mapping) else None
         chosen = next((f for f in functions if f["name"] == name), None)
     if chosen is None:
-        scored = sorted(
-            ((_relevance(function, prompt), -position, function))
-            for position, function in enumerate(functions)
-        )
-        score, _, best = scored[-1]
-        # "any"/"required" force a call; "auto" calls when the prompt asks for it.
-        if score > 0 or choice in ("required", "any") or _TOOL_WORDS.search(prompt.lower()):
-            chosen = best  # ties go to the first tool listed
+        # The most relevant tool; max() keeps the first listed among equals.
+        best = max(functions, key=lambda function: _relevance(function, prompt))
+        # "required" forces a call; "auto" calls when the prompt asks for one.
+        if (
+            _relevance(best, prompt) > 0
+            or choice in ("required", "any")
+            or _TOOL_WORDS.search(prompt.lower())
+        ):
+            chosen = best
     if chosen is None:
         return None
     schema = chosen.get("parameters")

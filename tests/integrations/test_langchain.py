@@ -401,3 +401,13 @@ def test_json_mode_output_is_json(emu: Emu) -> None:
         .invoke("Reply in JSON with a 'greeting' key.")
     )
     assert list(json.loads(answer.text)) == ["greeting"]
+
+
+def test_a_copy_has_its_own_client_and_outlives_the_original(emu: Emu) -> None:
+    original = chat(emu, model="qwen-plus")
+    original.invoke("hi")
+    copy = original.model_copy(update={"model": "qwen-max"})
+    assert copy.client is not original.client
+    del original
+    gc.collect()
+    assert copy.invoke("hi").response_metadata["model_name"] == "qwen-max"
