@@ -27,6 +27,9 @@ from aiotongyi.testing import DashScopeEmulator
 
 
 class TestChatTongyiUnit(ChatModelUnitTests):
+    """``is_lc_serializable`` stays false (its test skips): langchain-core's loader only
+    builds its own and its partners' classes, so the round trip could not pass."""
+
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
         return ChatTongyi
@@ -50,8 +53,6 @@ class TestChatTongyiIntegration(ChatModelIntegrationTests):
     these tests never reach; vision and audio models take them through aiotongyi's
     content parts), images and PDFs in tool messages and PDF inputs (DashScope has
     neither), and the VCR cassette benchmark (nothing to record against the emulator).
-    ``is_lc_serializable`` stays false: langchain-core loads only its own and its
-    partners' classes, so the serialisation test could not round-trip anyway.
     """
 
     base_url = ""
