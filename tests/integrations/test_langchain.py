@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -411,3 +412,28 @@ def test_a_copy_has_its_own_client_and_outlives_the_original(emu: Emu) -> None:
     del original
     gc.collect()
     assert copy.invoke("hi").response_metadata["model_name"] == "qwen-max"
+
+
+async def test_async_streaming_runs_on_the_callers_loop_without_threads(emu: Emu) -> None:
+    emu.enqueue(Reply(text=[f"{i} " for i in range(200)]))
+    model = chat(emu)
+    before = set(threading.enumerate())
+    seen: set[threading.Thread] = set()
+    count = 0
+    async for _ in model.astream("count"):
+        seen |= set(threading.enumerate()) - before
+        count += 1
+    assert count >= 200
+    assert seen == set()  # no executor hop, no loop thread: the caller's loop does it all
+
+
+def test_sync_streaming_uses_one_loop_thread_for_every_chunk(emu: Emu) -> None:
+    emu.enqueue(Reply(text=[f"{i} " for i in range(200)]), Reply(text=["again"]))
+    model = chat(emu)
+    before = set(threading.enumerate())
+    seen: set[threading.Thread] = set()
+    for _ in model.stream("count"):
+        seen |= set(threading.enumerate()) - before
+    for _ in model.stream("again"):
+        seen |= set(threading.enumerate()) - before
+    assert len(seen) == 1  # the client's event-loop thread, shared by all its sync calls
