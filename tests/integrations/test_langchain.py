@@ -437,3 +437,29 @@ def test_sync_streaming_uses_one_loop_thread_for_every_chunk(emu: Emu) -> None:
     for _ in model.stream("again"):
         seen |= set(threading.enumerate()) - before
     assert len(seen) == 1  # the client's event-loop thread, shared by all its sync calls
+
+
+def test_cached_input_tokens_become_cache_read(emu: Emu) -> None:
+    frame = {
+        "output": {
+            "choices": [
+                {"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            ]
+        },
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 1,
+            "total_tokens": 11,
+            "prompt_tokens_details": {"cached_tokens": 4},
+        },
+        "request_id": "rid-c",
+    }
+    body = f"id:1\nevent:result\n:HTTP_STATUS/200\ndata:{json.dumps(frame)}\n\n".encode()
+    emu.enqueue(Reply(raw_body=body, content_type="text/event-stream;charset=UTF-8"))
+    answer = chat(emu).invoke("hi")
+    assert answer.usage_metadata == {
+        "input_tokens": 10,
+        "output_tokens": 1,
+        "total_tokens": 11,
+        "input_token_details": {"cache_read": 4},
+    }
