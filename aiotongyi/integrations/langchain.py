@@ -59,7 +59,7 @@ try:
     from langchain_core.utils import secret_from_env
     from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
     from langchain_core.utils.pydantic import is_basemodel_subclass
-    from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+    from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 except ImportError as exc:  # pragma: no cover - exercised where langchain-core is absent
     raise ImportError(
         "aiotongyi.integrations.langchain needs langchain-core: pip install 'aiotongyi[langchain]'"
@@ -97,7 +97,8 @@ class ChatTongyi(BaseChatModel):
     :param model_kwargs: any other request parameter (``enable_thinking``,
         ``seed``, ``top_k``, ...); names aiotongyi does not know go to the
         request's ``parameters`` as they are.
-    :raises ValueError: at the first call, for a bad region or base URL.
+    :raises ValueError: for a bad ``timeout`` or ``max_retries`` (pydantic's
+        ``ValidationError``); at the first call, for a bad region or base URL.
     """
 
     model: str = Field(default="qwen-turbo", alias="model_name")
@@ -106,7 +107,7 @@ class ChatTongyi(BaseChatModel):
     top_p: float | None = None
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
     timeout: float | Timeout | None = Field(default=None, alias="request_timeout")
-    max_retries: int = 2
+    max_retries: int = Field(default=2, ge=0)
     api_key: SecretStr | None = Field(
         default_factory=secret_from_env("DASHSCOPE_API_KEY", default=None),
         alias="dashscope_api_key",
@@ -117,6 +118,12 @@ class ChatTongyi(BaseChatModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, value: float | Timeout | None) -> float | Timeout | None:
+        Timeout.coerce(value)  # a ValueError now rather than at the first call
+        return value
 
     _client: TongyiLLMClient | None = PrivateAttr(default=None)
     _client_owner: weakref.ref[ChatTongyi] | None = PrivateAttr(default=None)

@@ -463,3 +463,17 @@ def test_cached_input_tokens_become_cache_read(emu: Emu) -> None:
         "total_tokens": 11,
         "input_token_details": {"cache_read": 4},
     }
+
+
+@pytest.mark.parametrize(
+    "fields", [{"timeout": -1}, {"timeout": float("nan")}, {"max_retries": -1}]
+)
+def test_bad_settings_are_refused_at_construction(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
+        ChatTongyi(api_key="k", **fields)
+
+
+def test_a_bad_region_is_a_value_error_at_the_first_call() -> None:
+    model = ChatTongyi(api_key="k", api_region="mars")
+    with pytest.raises(ValueError, match="unknown api_region 'mars'"):
+        model.invoke("hi")
