@@ -61,8 +61,10 @@ try:
     from langchain_core.utils.pydantic import is_basemodel_subclass
     from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 except ImportError as exc:  # pragma: no cover - exercised where langchain-core is absent
-    raise ImportError(
-        "aiotongyi.integrations.langchain needs langchain-core: pip install 'aiotongyi[langchain]'"
+    # A ModuleNotFoundError naming the missing module, for tools that check which one.
+    raise ModuleNotFoundError(
+        "aiotongyi.integrations.langchain needs langchain-core: pip install 'aiotongyi[langchain]'",
+        name=exc.name,
     ) from exc
 
 __all__ = ["ChatTongyi"]
