@@ -4,7 +4,8 @@ With ``DASHSCOPE_API_KEY`` set, ``backend()`` returns ``(None, None, None)``
 and the client reads the key (and ``DASHSCOPE_HTTP_BASE_URL``, if set) from the
 environment as usual. Without a key it starts aiotongyi's bundled DashScope
 emulator on 127.0.0.1, says so on stderr, and returns its key and base URL.
-The notice has the same wording as the CLI's.
+The notice has the same wording as the CLI's. The emulator answers from the request by
+simple rules, not as a real model would.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ DIRECTIVE = re.compile(r"^\s*<!--\s*emulator:\s*(?P<expr>.*?)\s*-->\s*$", re.DOT
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"$')
 TEST_DEF = re.compile(r"^(?:async )?def test_", re.MULTILINE)
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+# A page's blocks may need an extra: its missing top-level module skips the page.
+OPTIONAL_FRAMEWORKS = {"dbgpt": "dbgpt", "langchain_core": "langchain", "pydantic": "langchain"}
 
 
 @dataclass(frozen=True)
@@ -197,9 +199,10 @@ def test_page_code_runs(
                 if inspect.iscoroutine(result):  # the block has a top-level await
                     loop.run_until_complete(result)
             except ModuleNotFoundError as exc:
-                if (exc.name or "").split(".")[0] != "dbgpt":
+                extra = OPTIONAL_FRAMEWORKS.get((exc.name or "").split(".")[0])
+                if extra is None:
                     raise
-                pytest.skip(f"{block.where} needs DB-GPT: pip install 'aiotongyi[dbgpt]'")
+                pytest.skip(f"{block.where} needs {extra}: pip install 'aiotongyi[{extra}]'")
             except Exception as exc:
                 raise AssertionError(f"the code block at {block.where} failed: {exc!r}") from exc
         defined = sum(len(TEST_DEF.findall(block.code)) for block in runnable(path))

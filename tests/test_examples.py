@@ -10,6 +10,7 @@ service) so the requests they send can be checked.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -81,6 +82,7 @@ EXPECTED: dict[str, list[str]] = {
 SPECIAL = {
     "aiohttp_sse_relay.py": "a server: see the relay tests below",
     "dbgpt_provider.py": "needs DB-GPT: run by .ci/dbgpt.sh",
+    "langchain_agent.py": "needs langchain-core: its own test below (and .ci/langchain.sh)",
 }
 
 
@@ -172,6 +174,25 @@ def test_tool_calling_example_sends_the_round_trip(dashscope_emulator: DashScope
     ]
     assert tool["role"] == "tool" and tool["tool_call_id"] == "call_7"
     assert json.loads(tool["content"])["city"] == "Xi'an"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("langchain_core") is None
+    and not os.environ.get("AIOTONGYI_REQUIRE_LANGCHAIN"),
+    reason="needs langchain-core (pip install 'aiotongyi[langchain]'; CI: .ci/langchain.sh)",
+)
+def test_langchain_agent_example_runs_its_loops() -> None:
+    result = run_example("langchain_agent.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(FALLBACK_NOTICE), result.stderr
+    assert result.stdout == (
+        'tool call: get_weather({"city": "Hangzhou"})\n'
+        'answer: The tool returned: {"city": "Hangzhou", "condition": "sunny", '
+        '"temperature_c": 24}\n'
+        'tool call: add({"a": 19, "b": 23})\n'
+        "answer: The tool returned: 42\n"
+        "structured: CityFact(city='Suzhou', fact='A fact about Suzhou')\n"
+    )
 
 
 # -- the SSE relay -------------------------------------------------------------------

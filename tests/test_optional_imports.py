@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-VENDOR_MODULES = ("dbgpt", "dashscope", "openai", "tiktoken")
+VENDOR_MODULES = ("dbgpt", "dashscope", "openai", "tiktoken", "langchain_core")
 
 
 def test_core_and_testing_import_no_framework_or_vendor_sdk() -> None:
@@ -33,3 +33,12 @@ def test_core_and_testing_import_no_framework_or_vendor_sdk() -> None:
 def test_dbgpt_integration_without_dbgpt_names_the_extra() -> None:
     with pytest.raises(ImportError, match=r"aiotongyi\[dbgpt\]"):
         importlib.import_module("aiotongyi.integrations.dbgpt")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("langchain_core") is not None,
+    reason="langchain-core is installed here",
+)
+def test_langchain_integration_without_langchain_names_the_extra() -> None:
+    with pytest.raises(ImportError, match=r"aiotongyi\[langchain\]"):
+        importlib.import_module("aiotongyi.integrations.langchain")

@@ -10,15 +10,17 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from . import _embeddings
-from ._render import Exchange, default_reply, render
+from ._infer import count_tokens, infer_reply
+from ._render import Exchange, render
 from ._script import Reply
 from ._upload import OSS_PATH, POLICY_PATH, UploadStorage, oss_header_problem
 from ._writer import send
@@ -26,15 +28,6 @@ from ._writer import send
 __all__ = ["DashScopeEmulator", "RecordedRequest"]
 
 API_KEY = "sk-emulator"
-ROUTES = (
-    frozenset(
-        {
-            "/api/v1/services/aigc/text-generation/generation",
-            "/api/v1/services/aigc/multimodal-generation/generation",
-        }
-    )
-    | _embeddings.ROUTES
-)
 
 
 @dataclass(frozen=True)
@@ -229,8 +222,9 @@ class DashScopeEmulator:
     def enqueue(self, *replies: Reply) -> None:
         """Queue replies; each incoming request takes the oldest one.
 
-        With the queue empty, a chat request gets the default echo reply and an
-        embedding or rerank request its computed answer (``docs/embeddings.md``).
+        With the queue empty, a chat request's answer is inferred from the request
+        (see ``docs/testing.md``, "Answers inferred from the request") and an
+        embedding or rerank request gets its computed answer (``docs/embeddings.md``).
         """
         with self._lock:
             self._queue.extend(replies)
@@ -293,40 +287,23 @@ class DashScopeEmulator:
         except ValueError:
             payload = None
         headers = {name.lower(): value for name, value in request.headers.items()}
+        recorded = RecordedRequest(request.method, request.path, headers, body, payload)
         with self._lock:
-            self._requests.append(
-                RecordedRequest(request.method, request.path, headers, body, payload)
-            )
-        if request.path not in ROUTES:
+            self._requests.append(recorded)
+        route = ROUTES.get(request.path)
+        if route is None:
             return _error(404, "NotFound", f"url error, please check url! {request.path}")
         if request.method != "POST":
             return _error(405, "MethodNotAllowed", "Method not allowed.")
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "InvalidApiKey", "Invalid API-key provided.")
-        if request.path in _embeddings.ROUTES:  # embeddings and rerank take queued replies too
-            with self._lock:
-                queued = self._queue.popleft() if self._queue else None
-            return await _embeddings.answer(request, payload, queued)
-        problem = _check_body(payload) or oss_header_problem(payload, headers)
-        if problem is not None:
-            return _error(400, *problem)
-        assert isinstance(payload, dict)
-        parameters: dict[str, object] = payload["parameters"]
+        return await route(self, request, recorded)
+
+    def _take_reply(self) -> Reply | None:
+        """The oldest queued reply, or None when nothing is scripted."""
         with self._lock:
-            reply = self._queue.popleft() if self._queue else None
-        if reply is None:
-            reply = default_reply(_last_user_text(payload))
-        stream = headers.get("x-dashscope-sse", "").lower() == "enable" or (
-            "text/event-stream" in headers.get("accept", "")
-        )
-        exchange = Exchange(
-            stream=stream,
-            incremental=parameters.get("incremental_output") is True,
-            multimodal="multimodal" in request.path,
-            input_tokens=_count_input(payload),
-        )
-        return await send(request, reply, render(reply, exchange))
+            return self._queue.popleft() if self._queue else None
 
     async def _answer_upload(self, request: web.BaseRequest) -> web.StreamResponse:
         """Upload traffic is logged without its body (a file is counted, never kept)."""
@@ -347,6 +324,55 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
     if isinstance(context.get("exception"), ConnectionError):
         return
     loop.default_exception_handler(context)
+
+
+async def _chat(
+    emulator: DashScopeEmulator, request: web.BaseRequest, recorded: RecordedRequest
+) -> web.StreamResponse:
+    """The native chat endpoints (text and multimodal), streaming or not."""
+    payload = recorded.json
+    problem = _check_body(payload) or oss_header_problem(payload, recorded.headers)
+    if problem is not None:
+        return _error(400, *problem)
+    assert isinstance(payload, dict)
+    parameters: dict[str, object] = payload["parameters"]
+    reply = emulator._take_reply()
+    if reply is None:
+        reply = default_reply(payload)
+    headers = recorded.headers
+    stream = headers.get("x-dashscope-sse", "").lower() == "enable" or (
+        "text/event-stream" in headers.get("accept", "")
+    )
+    exchange = Exchange(
+        stream=stream,
+        incremental=parameters.get("incremental_output") is True,
+        multimodal="multimodal" in request.path,
+        input_tokens=_count_input(payload),
+    )
+    return await send(request, reply, render(reply, exchange))
+
+
+# The answer when nothing is queued (a module attribute, so a test can route by request).
+default_reply: Callable[[dict[str, Any]], Reply] = infer_reply
+
+Route = Callable[
+    [DashScopeEmulator, web.BaseRequest, RecordedRequest], Awaitable[web.StreamResponse]
+]
+
+
+# Path -> handler. Every route gets the request logged, 404/405/401 checks first.
+async def _embed(
+    emulator: DashScopeEmulator, request: web.BaseRequest, recorded: RecordedRequest
+) -> web.StreamResponse:
+    """Embeddings and rerank: queued replies (errors, faults) first, else the computed answer."""
+    return await _embeddings.answer(request, recorded.json, emulator._take_reply())
+
+
+ROUTES: dict[str, Route] = {
+    "/api/v1/services/aigc/text-generation/generation": _chat,
+    "/api/v1/services/aigc/multimodal-generation/generation": _chat,
+    **dict.fromkeys(_embeddings.ROUTES, _embed),
+}
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -396,13 +422,7 @@ def _messages(payload: dict[str, object]) -> list[dict[str, object]]:
     return [message for message in messages if isinstance(message, dict)]
 
 
-def _last_user_text(payload: dict[str, object]) -> str:
-    for message in reversed(_messages(payload)):
-        if message.get("role") == "user":
-            return "".join(_texts(message.get("content")))
-    return ""
-
-
 def _count_input(payload: dict[str, object]) -> int:
-    """Input tokens, one per character of message text (at least 1)."""
-    return max(1, sum(len(text) for m in _messages(payload) for text in _texts(m.get("content"))))
+    """Input tokens of the message text, by the emulator's token rule (at least 1)."""
+    texts = (text for m in _messages(payload) for text in _texts(m.get("content")))
+    return max(1, sum(count_tokens(text) for text in texts))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from ._infer import count_tokens
 from ._script import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, dumps
 
-__all__ = ["Exchange", "Rendered", "default_reply", "render"]
+__all__ = ["Exchange", "Rendered", "render"]
 
 MALFORMED_DATA = '{"output": '
 
@@ -34,14 +35,6 @@ class Rendered:
     headers: dict[str, str]
     frames: list[bytes]
     chunked: bool
-
-
-def default_reply(user_text: str) -> Reply:
-    """The answer to a request when nothing is queued: an echo in ~4 frames."""
-    text = "Hello! You said: " + user_text
-    size = len(text)
-    parts = [text[i * size // 4 : (i + 1) * size // 4] for i in range(4)]
-    return Reply(text=[part for part in parts if part])
 
 
 def render(reply: Reply, exchange: Exchange) -> Rendered:
@@ -148,7 +141,7 @@ def _finish_reason(reply: Reply) -> str | None:
 
 
 class _Usage:
-    """Running token counts: one token per character, unless the reply fixes them."""
+    """Running token counts by :func:`count_tokens` (each delta on its own), unless fixed."""
 
     def __init__(self, reply: Reply, exchange: Exchange, has_thinking: bool) -> None:
         self.fixed = reply.usage
@@ -158,9 +151,10 @@ class _Usage:
         self.has_thinking = has_thinking
 
     def add(self, kind: str, delta: str) -> None:
-        self.output += len(delta)
+        tokens = count_tokens(delta)
+        self.output += tokens
         if kind == "thinking":
-            self.reasoning += len(delta)
+            self.reasoning += tokens
 
     def to_dict(self, last: bool) -> dict[str, object]:
         output, reasoning = self.output, self.reasoning

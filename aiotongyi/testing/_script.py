@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-__all__ = ["ErrorEvent", "Reply", "ToolCallScript", "dumps", "http_error"]
+__all__ = [
+    "ErrorEvent",
+    "Reply",
+    "ToolCallScript",
+    "dumps",
+    "http_error",
+    "load_script",
+    "reply_from_json",
+]
 
 SSE_CONTENT_TYPE = "text/event-stream;charset=UTF-8"
 JSON_CONTENT_TYPE = "application/json"
@@ -187,3 +198,79 @@ def _gateway_page(status: int) -> str:
 def dumps(value: object) -> str:
     """Compact JSON with raw UTF-8, as DashScope writes it."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def load_script(path: str | Path) -> list[Reply]:
+    """Replies from a file: a JSON array of objects, or one JSON object per line.
+
+    Each object holds :class:`Reply` fields (see :func:`reply_from_json`).
+
+    :raises OSError: when the file cannot be read.
+    :raises ValueError: for bad JSON or an object that is not a valid reply,
+        naming the entry.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    entries: list[Any]
+    if stripped.startswith("["):
+        try:
+            entries = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+    else:
+        entries = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except ValueError as exc:
+                    raise ValueError(f"line {number} is not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise ValueError("expected a JSON array or JSON lines")
+    return [_numbered_reply(position, entry) for position, entry in enumerate(entries)]
+
+
+def _numbered_reply(position: int, entry: object) -> Reply:
+    try:
+        return reply_from_json(entry)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"reply {position}: {exc}") from None
+
+
+_REPLY_FIELDS = frozenset(f.name for f in dataclasses.fields(Reply))
+
+
+def reply_from_json(entry: object) -> Reply:
+    """A :class:`Reply` from a JSON object of its fields.
+
+    ``tool_calls`` items and ``error_event`` are objects of
+    :class:`ToolCallScript` and :class:`ErrorEvent` fields; ``usage`` is
+    ``[input, output]``; ``raw_body`` and ``garbage`` are text (sent as UTF-8).
+    ``{"http_error": {...}}`` stands for :func:`http_error` with those arguments.
+
+    :raises ValueError: for unknown fields or values a reply cannot take.
+    """
+    if not isinstance(entry, dict):
+        raise ValueError(f"expected a JSON object, not {type(entry).__name__}")
+    if "http_error" in entry:
+        arguments = entry["http_error"]
+        if len(entry) != 1 or not isinstance(arguments, dict):
+            raise ValueError('"http_error" must be the only key, with an object of arguments')
+        return http_error(**arguments)
+    unknown = sorted(set(entry) - _REPLY_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+    fields: dict[str, Any] = dict(entry)
+    if "tool_calls" in fields:
+        calls = fields["tool_calls"]
+        if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+            raise ValueError("tool_calls must be a list of objects")
+        fields["tool_calls"] = [ToolCallScript(**call) for call in calls]
+    if isinstance(fields.get("error_event"), dict):
+        fields["error_event"] = ErrorEvent(**fields["error_event"])
+    if isinstance(fields.get("usage"), list):
+        fields["usage"] = tuple(fields["usage"])
+    for name in ("raw_body", "garbage"):
+        if isinstance(fields.get(name), str):
+            fields[name] = fields[name].encode()
+    return Reply(**fields)

@@ -326,8 +326,9 @@ async def client(dashscope_emulator: DashScopeEmulator) -> AsyncIterator[TongyiL
 
 
 async def _ours_capture(client: TongyiLLMClient, emu: DashScopeEmulator, c: Case) -> Captured:
-    if "n" in c.params:
-        emu.enqueue(Reply(text=["o", "k"], choices=int(c.params["n"])))
+    # A scripted answer: the emulator would otherwise answer as the request asks
+    # (cut by max_tokens, a tool call for tool_choice), and only the request matters here.
+    emu.enqueue(Reply(text=["o", "k"], choices=int(c.params.get("n", 1))))
     out = await client.generate(c.messages, **c.params)  # type: ignore[arg-type]
     assert out.finish_reason == "stop"
     return _from_emulator(emu)

@@ -75,7 +75,7 @@ def texts_for(n: int) -> list[str]:
 class Router:
     """Answers each request by the fault named in its prompt (``soak|n|fault``).
 
-    The emulator calls ``default_reply`` when its queue is empty, so routing by
+    The emulator calls ``default_reply(body)`` when its queue is empty, so routing by
     prompt keeps each concurrent stream's script deterministic.
     """
 
@@ -84,7 +84,8 @@ class Router:
         self._attempts: Counter[str] = Counter()
         self.requests = 0
 
-    def __call__(self, user_text: str) -> Reply:
+    def __call__(self, payload: dict[str, Any]) -> Reply:
+        user_text = payload["input"]["messages"][-1]["content"]
         _, number, fault = user_text.split("|")
         n = int(number)
         with self._lock:

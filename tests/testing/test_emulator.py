@@ -96,23 +96,23 @@ def frame(number: int, data: str, *, event: str = "result", status: int = 200) -
 async def test_simple_reply_is_byte_exact(dashscope_emulator: DashScopeEmulator) -> None:
     dashscope_emulator.enqueue(Reply(text=["春眠", "不觉晓"], request_id="rid-1"))
     answer = await post(dashscope_emulator)
-    usage = '"usage":{{"input_tokens":2,"output_tokens":{0},"total_tokens":{1}}}'
+    usage = '"usage":{{"input_tokens":1,"output_tokens":{0},"total_tokens":{1}}}'
     tail = ',"request_id":"rid-1"}'
     assert answer.body.decode() == (
         frame(
             1,
             '{"output":{"choices":[{"message":{"content":"春眠","role":"assistant"},'
-            '"finish_reason":"null"}]},' + usage.format(2, 4) + tail,
+            '"finish_reason":"null"}]},' + usage.format(2, 3) + tail,
         )
         + frame(
             2,
             '{"output":{"choices":[{"message":{"content":"不觉晓","role":"assistant"},'
-            '"finish_reason":"null"}]},' + usage.format(5, 7) + tail,
+            '"finish_reason":"null"}]},' + usage.format(5, 6) + tail,
         )
         + frame(
             3,
             '{"output":{"choices":[{"message":{"content":"","role":"assistant"},'
-            '"finish_reason":"stop"}]},' + usage.format(5, 7) + tail,
+            '"finish_reason":"stop"}]},' + usage.format(5, 6) + tail,
         )
     )
     assert answer.status == 200
@@ -127,7 +127,7 @@ async def test_default_reply_echoes_the_last_user_message(
     answer = await post(dashscope_emulator, chat_body("ping"))
     choices = answer.choices()
     assert "".join(str(c["message"]["content"]) for c in choices) == "Hello! You said: ping"  # type: ignore[index]
-    assert len(choices) == 5  # four text frames and the finishing frame
+    assert len(choices) == 3  # 6 tokens, three a frame, and the finishing frame
     assert choices[-1]["finish_reason"] == "stop"
     request_ids = {f["request_id"] for f in answer.frames()}
     assert request_ids == {answer.headers["X-Request-Id"]}
@@ -274,9 +274,9 @@ async def test_non_stream_reply_is_one_json_body(dashscope_emulator: DashScopeEm
             ]
         },
         "usage": {
-            "input_tokens": 2,
+            "input_tokens": 1,
             "output_tokens": 3,
-            "total_tokens": 5,
+            "total_tokens": 4,
             "output_tokens_details": {"reasoning_tokens": 1},
         },
         "request_id": "rid-2",
@@ -298,7 +298,7 @@ async def test_accept_header_alone_turns_streaming_on(
 ) -> None:
     answer = await post(dashscope_emulator, stream=False, headers={"Accept": "text/event-stream"})
     assert answer.headers["Content-Type"] == SSE_TYPE
-    assert len(answer.frames()) == 5
+    assert len(answer.frames()) == 3
 
 
 async def test_unknown_path_is_404(dashscope_emulator: DashScopeEmulator) -> None:
