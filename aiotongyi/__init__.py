@@ -21,7 +21,10 @@ from ._exceptions import (
     StreamInterruptedError,
     TongyiError,
 )
+from ._hooks import CallInfo, Hooks
 from ._models import ModelOutput, ModelRequest, Timeout, ToolCall, Usage
+from ._ratelimit import InMemoryRateLimitBackend, RateLimitBackend, RateLimiter, Reservation
+from ._ratelimit_redis import RedisRateLimitBackend
 from ._request import GenerateParams
 from ._stream import Stream
 from ._version import __version__
@@ -32,13 +35,20 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CallInfo",
     "GenerateParams",
+    "Hooks",
+    "InMemoryRateLimitBackend",
     "JSONOutputError",
     "ModelOutput",
     "ModelRequest",
     "NotFoundError",
     "ProtocolError",
+    "RateLimitBackend",
     "RateLimitError",
+    "RateLimiter",
+    "RedisRateLimitBackend",
+    "Reservation",
     "ServerError",
     "Stream",
     "StreamInterruptedError",

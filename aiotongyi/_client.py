@@ -7,7 +7,7 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,9 @@ from ._config import (
     user_agent,
 )
 from ._exceptions import APIConnectionError, AuthenticationError
+from ._hooks import CallObserver, Hooks, observer_factory
 from ._models import ModelOutput, Timeout
+from ._ratelimit import RateLimiter
 from ._request import GenerateParams, PreparedRequest, RequestLike, prepare_request
 from ._stream import Stream
 from ._sync import LoopThread, Prefetcher
@@ -75,6 +77,12 @@ class TongyiLLMClient:
     :param headers: extra HTTP headers for every request.
     :param proxy: an explicit HTTP(S) proxy URL; else the usual proxy variables.
     :param max_connections: connection pool size per event loop.
+    :param telemetry: OpenTelemetry spans and metrics (``aiotongyi[otel]``):
+        ``None`` reads ``AIOTONGYI_TELEMETRY`` (``1``/``true``).
+    :param tracer_provider: instead of the global tracer provider.
+    :param meter_provider: instead of the global meter provider.
+    :param rate_limit: a :class:`RateLimiter` (may be shared by several clients).
+    :param hooks: a :class:`Hooks` or a sequence of them, called for every call.
     :raises ValueError: for an unknown region, a compatible-mode URL or bad values.
     """
 
@@ -94,6 +102,12 @@ class TongyiLLMClient:
         headers: Mapping[str, str] | None = None,
         proxy: str | None = None,
         max_connections: int = 1000,
+        # -- telemetry, hooks and rate limits (issue 19) --
+        telemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        rate_limit: RateLimiter | None = None,
+        hooks: Hooks | Sequence[Hooks] | None = None,
     ) -> None:
         if model is not None and not isinstance(model, str):
             raise ValueError(f"model must be a string, not {type(model).__name__}")
@@ -127,6 +141,15 @@ class TongyiLLMClient:
         self._loop_thread = LoopThread(executor)
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        # -- telemetry, hooks and rate limits (issue 19): None when nothing observes calls --
+        self._observe = observer_factory(
+            base_url=self._base_url,
+            hooks=hooks,
+            telemetry=telemetry,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            rate_limit=rate_limit,
+        )
         _open_clients.add(self)
 
     def _build_headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -204,7 +227,8 @@ class TongyiLLMClient:
         :raises AuthenticationError: when no API key is configured.
         :raises RuntimeError: when the client is closed.
         """
-        return Stream(self, self._prepare(request, params))
+        prepared = self._prepare(request, params)
+        return Stream(self, prepared, None if self._observe is None else self._observe(prepared))
 
     async def generate(self, request: RequestLike, **params: Unpack[GenerateParams]) -> ModelOutput:
         """The final :class:`ModelOutput` of a call (streamed on the wire underneath)."""
@@ -342,7 +366,9 @@ class TongyiLLMClient:
 
     def _iterate_sync(self, prepared: PreparedRequest) -> Generator[ModelOutput, None, None]:
         portal = self._loop_thread.portal()
-        stream: Stream = portal.call(self._open_stream, prepared)
+        # The observer is made here: it captures this thread's context (the span's parent).
+        observer = None if self._observe is None else self._observe(prepared)
+        stream: Stream = portal.call(self._open_stream, prepared, observer)
         assert self._loop_thread.loop is not None
         prefetcher = Prefetcher(self._loop_thread.loop, stream._iter_batches())
         try:
@@ -352,8 +378,10 @@ class TongyiLLMClient:
             if not self._loop_thread.in_loop_thread():
                 prefetcher.close()
 
-    async def _open_stream(self, prepared: PreparedRequest) -> Stream:
-        return Stream(self, prepared)
+    async def _open_stream(
+        self, prepared: PreparedRequest, observer: CallObserver | None = None
+    ) -> Stream:
+        return Stream(self, prepared, observer)
 
     async def _acquire_pool(self) -> Pool:
         """This loop's pool, created on first use; the caller's session if one was given."""

@@ -24,6 +24,7 @@ from ._transport import TRANSPORT_ERRORS, Pool, map_transport_error, send
 
 if TYPE_CHECKING:
     from ._client import TongyiLLMClient
+    from ._hooks import CallObserver
 
 __all__ = ["Stream"]
 
@@ -40,13 +41,20 @@ class Stream:
     collection, so prefer the context manager.
     """
 
-    def __init__(self, client: TongyiLLMClient, request: PreparedRequest) -> None:
+    def __init__(
+        self,
+        client: TongyiLLMClient,
+        request: PreparedRequest,
+        observer: CallObserver | None = None,
+    ) -> None:
         self._request = request
         self._progress = _Progress()
         # The generator must not refer back to the Stream: without that cycle a
         # dropped Stream is freed at once and its generator's finaliser closes
         # the response, instead of waiting for the cycle collector.
-        self._batches = _produce(client, request, self._progress)
+        self._batches = _produce(client, request, self._progress, observer)
+        if observer is not None:  # hooks: content and end seen once per call, not per frame
+            self._batches = observer.watch(self._batches)
         self._pending: deque[ModelOutput] = deque()
 
     @property
@@ -110,7 +118,10 @@ class _Progress:
 
 
 async def _produce(
-    client: TongyiLLMClient, request: PreparedRequest, progress: _Progress
+    client: TongyiLLMClient,
+    request: PreparedRequest,
+    progress: _Progress,
+    observer: CallObserver | None = None,
 ) -> AsyncGenerator[_Batch, None]:
     timeout = request.timeout or client.timeout
     loop = asyncio.get_running_loop()
@@ -121,16 +132,20 @@ async def _produce(
         accumulator = progress.accumulator = Accumulator(
             request.model, incremental=request.incremental
         )
+        if observer is not None:  # rate-limit wait and on_request; outside the retry below
+            await observer.request(attempt, None if deadline is None else deadline - loop.time())
         try:
             # aclosing: an outer generator's close does not close the inner one
             attempt_batches = _attempt(
-                client, request, pool, accumulator, timeout, deadline, attempt
+                client, request, pool, accumulator, timeout, deadline, attempt, observer
             )
             async with aclosing(attempt_batches) as batches:
                 async for batch in batches:
                     yield batch
             return
         except TongyiError as error:
+            if observer is not None:
+                observer.failed(error)
             if client.is_closed:
                 raise _closed_error(error, accumulator) from error
             if (
@@ -151,6 +166,8 @@ async def _produce(
                 client.max_retries + 1,
                 error.request_id,
             )
+            if observer is not None:
+                observer.retry(delay, error)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -163,6 +180,7 @@ async def _attempt(
     timeout: Timeout,
     deadline: float | None,
     attempt: int,
+    observer: CallObserver | None,
 ) -> AsyncGenerator[_Batch, None]:
     loop = pool.loop
     remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
@@ -178,6 +196,8 @@ async def _attempt(
     )
     pool.live.add(response)
     accumulator.request_id = response.headers.get("x-request-id")
+    if observer is not None:
+        observer.response(response.status, accumulator.request_id)
     completed = False
     try:
         content_type = response.headers.get("content-type", "")
