@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import weakref
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from ._ratelimit import MIN_FACTOR, RECOVERY_PER_WINDOW, SHRINK
@@ -127,6 +128,13 @@ return 1
 )
 
 
+async def _close_with_loop(client: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
 class RedisRateLimitBackend:
     """A :class:`~aiotongyi.RateLimiter` budget in Redis, shared by every process using it.
 
@@ -158,21 +166,26 @@ class RedisRateLimitBackend:
         self._url = url
         self._client = client
         self._prefix = prefix
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
 
-    def _redis(self) -> Any:
+    async def _redis(self) -> Any:
         if self._client is not None:
             return self._client
         import redis.asyncio
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        entry = self._clients.get(loop)
+        if entry is None:
             assert self._url is not None
-            client = self._clients[loop] = redis.asyncio.Redis.from_url(self._url)
-        return client
+            client = redis.asyncio.Redis.from_url(self._url)
+            # Finalised by loop.shutdown_asyncgens(), as asyncio.run and anyio
+            # call it: a loop that ends (the sync API's thread) closes its client.
+            guard = _close_with_loop(client)
+            await guard.__anext__()
+            entry = self._clients[loop] = (client, guard)
+        return entry[0]
 
     def _keys(self, key: str) -> list[str]:
         # One hash tag per budget: both keys live on the same cluster node.
@@ -182,7 +195,7 @@ class RedisRateLimitBackend:
         import redis
 
         try:
-            return await self._redis().eval(script, len(keys), *keys, *args)
+            return await (await self._redis()).eval(script, len(keys), *keys, *args)
         except redis.RedisError as exc:
             logger.warning("the Redis rate limiter is unreachable, letting a request pass: %s", exc)
             return None
@@ -240,9 +253,9 @@ class RedisRateLimitBackend:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - always called from a coroutine
             return
-        client = self._clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        entry = self._clients.pop(loop, None)
+        if entry is not None:
+            await entry[1].aclose()
 
     def __repr__(self) -> str:
         return f"RedisRateLimitBackend(prefix={self._prefix!r})"
