@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._ratelimit import MIN_FACTOR, RECOVERY_PER_WINDOW, SHRINK
@@ -143,6 +143,8 @@ class RedisRateLimitBackend:
         loop thread included).
     :param client: a ``redis.asyncio.Redis`` to use instead (only on its own loop).
     :param prefix: prefix of the Redis keys.
+    :param max_connections: connections per event loop (with ``url``); more
+        concurrent decisions wait for one.
     :raises ImportError: without redis-py (``aiotongyi[redis]``).
     :raises ValueError: when neither or both of ``url`` and ``client`` are given.
 
@@ -156,6 +158,7 @@ class RedisRateLimitBackend:
         *,
         client: redis.asyncio.Redis | None = None,
         prefix: str = "aiotongyi:ratelimit:",
+        max_connections: int = 16,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401 (fail at construction, not at the first call)
@@ -166,6 +169,8 @@ class RedisRateLimitBackend:
         self._url = url
         self._client = client
         self._prefix = prefix
+        self._max_connections = max_connections
+        self._pending: set[asyncio.Future[None]] = set()
         self._clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
@@ -179,7 +184,12 @@ class RedisRateLimitBackend:
         entry = self._clients.get(loop)
         if entry is None:
             assert self._url is not None
-            client = redis.asyncio.Redis.from_url(self._url)
+            # Many concurrent calls queue for a few connections instead of
+            # failing with "Too many connections".
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self._url, max_connections=self._max_connections, timeout=None
+            )
+            client = redis.asyncio.Redis.from_pool(pool)
             # Finalised by loop.shutdown_asyncgens(), as asyncio.run and anyio
             # call it: a loop that ends (the sync API's thread) closes its client.
             guard = _close_with_loop(client)
@@ -235,7 +245,7 @@ class RedisRateLimitBackend:
         """Correct a reservation's tokens (in the background)."""
         if slot < 0:
             return None
-        return asyncio.ensure_future(self._adjust(key, slot, tokens_delta, window, slots))
+        return self._track(self._adjust(key, slot, tokens_delta, window, slots))
 
     async def _throttle(self, key: str, pause: float | None, window: float, slots: int) -> None:
         pause_ms = -1 if pause is None else max(math.ceil(pause * 1000), 0)
@@ -245,14 +255,21 @@ class RedisRateLimitBackend:
         self, key: str, pause: float | None, window: float, slots: int
     ) -> asyncio.Future[None]:
         """Shrink the shared budget after a 429 (in the background)."""
-        return asyncio.ensure_future(self._throttle(key, pause, window, slots))
+        return self._track(self._throttle(key, pause, window, slots))
+
+    def _track(self, update: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(update)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
 
     async def aclose(self) -> None:
-        """Close the clients this backend opened (call it on each loop that used it)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - always called from a coroutine
-            return
+        """Finish the pending updates of this loop, then close the client this backend
+        opened on it (call it on each loop that used it)."""
+        loop = asyncio.get_running_loop()
+        pending = [task for task in self._pending if task.get_loop() is loop]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         entry = self._clients.pop(loop, None)
         if entry is not None:
             await entry[1].aclose()
