@@ -109,15 +109,18 @@ async def _worker(args: argparse.Namespace) -> dict[str, int]:
     ) as client:
         await asyncio.sleep(max(args.start - time.time(), 0))
 
+        async def one() -> None:
+            try:
+                await client.generate("你好", max_tokens=args.frames * args.chars)
+                counts["ok"] += 1
+            except RateLimitError:
+                counts["rate_limited"] += 1
+            except Exception:
+                counts["other_errors"] += 1
+
         async def loop() -> None:
             while time.time() < deadline:
-                try:
-                    await client.generate("你好", max_tokens=args.frames * args.chars)
-                    counts["ok"] += 1
-                except RateLimitError:
-                    counts["rate_limited"] += 1
-                except Exception:
-                    counts["other_errors"] += 1
+                await one()
 
         await asyncio.gather(*(loop() for _ in range(args.streams)))
     if backend is not None:
