@@ -23,6 +23,7 @@ import math
 import random
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -257,6 +258,9 @@ class RateLimiter:
         self.slots = slots
         self.namespace = namespace
         self._tasks: set[asyncio.Future[None]] = set()
+        self._queues: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
 
     def limits(self, model: str) -> tuple[int | None, int | None]:
         """``(requests_per_minute, tokens_per_minute)`` configured for ``model``."""
@@ -290,21 +294,38 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound
         key = self.key(model)
-        while True:
-            slot, wait = await self.backend.acquire(
-                key, requests_limit, tokens_limit, tokens, self.window, self.slots
-            )
-            if slot is not None:
-                return Reservation(self, model, slot, tokens)
-            # Spread the wake-ups of many waiters over a tenth of a sub-window.
-            wait += random.random() * self.window / self.slots / 10
-            if loop.time() + wait > deadline:
-                raise RateLimitError(
-                    f"the client-side rate limit for {model!r} has no capacity within {bound:g} s",
-                    status_code=429,
-                    code="ClientRateLimit",
+        # The waiters of one loop queue here, so only the head of the queue asks
+        # the backend: no herd of polls at every sub-window boundary.
+        locks = self._queues.setdefault(loop, {})
+        queue = locks.get(key)
+        if queue is None:
+            queue = locks[key] = asyncio.Lock()
+        try:
+            await asyncio.wait_for(queue.acquire(), max(deadline - loop.time(), 0))
+        except asyncio.TimeoutError:
+            raise self._no_capacity(model, bound) from None
+        try:
+            while True:
+                slot, wait = await self.backend.acquire(
+                    key, requests_limit, tokens_limit, tokens, self.window, self.slots
                 )
-            await asyncio.sleep(wait)
+                if slot is not None:
+                    return Reservation(self, model, slot, tokens)
+                # Other processes wake at the same boundary: spread them a little.
+                wait += random.random() * self.window / self.slots / 10
+                if loop.time() + wait > deadline:
+                    raise self._no_capacity(model, bound)
+                await asyncio.sleep(wait)
+        finally:
+            queue.release()
+
+    @staticmethod
+    def _no_capacity(model: str, bound: float) -> RateLimitError:
+        return RateLimitError(
+            f"the client-side rate limit for {model!r} has no capacity within {bound:g} s",
+            status_code=429,
+            code="ClientRateLimit",
+        )
 
     def throttled(self, model: str, retry_after: float | None = None) -> None:
         """The service answered 429 for ``model``: shrink its budget for a while."""
