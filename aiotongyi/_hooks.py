@@ -254,15 +254,19 @@ class CallObserver:
     ) -> AsyncGenerator[list[ModelOutput], None]:
         """Pass a stream's batches through, calling the content hooks and ``end`` once."""
         last: ModelOutput | None = None
-        chunk_hooks = self._factory.chunk_hooks
+        call = self.call
+        chunk_hooks = [hook.on_chunk for hook in self._factory.chunk_hooks]
         try:
             async with aclosing(batches):
                 async for batch in batches:
                     if not self._first_seen:
                         self._first_seen = True
                         self._each("on_first_content", batch[0])
-                    for hook in chunk_hooks:
-                        _call(hook, "on_chunk", self.call, batch)
+                    for on_chunk in chunk_hooks:
+                        try:
+                            on_chunk(call, batch)
+                        except Exception:  # noqa: PERF203 (a failing hook must not stop others)
+                            logger.exception("aiotongyi hook %r.on_chunk failed", on_chunk)
                     last = batch[-1]
                     yield batch
         except GeneratorExit:
