@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aiotongyi import BadRequestError, TongyiLLMClient
+from aiotongyi import BadRequestError, RateLimiter, RateLimitError, TongyiLLMClient
 from aiotongyi.testing import DashScopeEmulator, Reply, http_error
 
 from ..conftest import eventually, make_client
@@ -355,3 +355,19 @@ except ImportError as exc:
 def test_trace_api_is_not_touched_globally(otel: Telemetry) -> None:
     # the client used its own providers: the global tracer provider is still the default proxy
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+async def test_a_call_refused_by_the_rate_limiter_is_an_error_span(
+    dashscope_emulator: DashScopeEmulator, otel: Telemetry
+) -> None:
+    limiter = RateLimiter(requests_per_minute=1, window=60, max_wait=0.05)
+    dashscope_emulator.enqueue(Reply(text="ok"))
+    async with otel.client(dashscope_emulator, rate_limit=limiter) as client:
+        await client.generate("hi")
+        with pytest.raises(RateLimitError):
+            await client.generate("hi")
+    ok, refused = otel.spans()
+    assert ok.status.status_code is StatusCode.UNSET
+    assert refused.status.status_code is StatusCode.ERROR
+    assert attrs(refused)["error.type"] == "aiotongyi.RateLimitError"
+    assert len(dashscope_emulator.requests) == 1

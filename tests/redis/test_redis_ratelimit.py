@@ -67,15 +67,15 @@ def most_in_any_window(times: list[float], window: float) -> int:
 def test_processes_share_one_request_budget(redis_url: str, redis_db: redis.Redis) -> None:
     times = run_workers(redis_url, 3, 10, "8", "-", "0.5")
     assert len(times) == 30
-    # 8 per window across all three processes (a little slack for clock reads)
-    assert most_in_any_window(times, 0.49) <= 8
+    # 8 per window across all three processes (50 ms of slack for when each process reads its clock)
+    assert most_in_any_window(times, 0.45) <= 8
     assert times[-1] - times[0] >= 1.0  # 30 requests at 8 per half second need > 3 windows
 
 
 def test_processes_share_one_token_budget(redis_url: str, redis_db: redis.Redis) -> None:
     times = run_workers(redis_url, 2, 8, "-", "500", "0.5")  # 100 tokens each: 5 per window
     assert len(times) == 16
-    assert most_in_any_window(times, 0.49) <= 5
+    assert most_in_any_window(times, 0.45) <= 5
 
 
 async def test_a_429_seen_by_one_process_slows_every_process(
