@@ -371,3 +371,17 @@ async def test_a_call_refused_by_the_rate_limiter_is_an_error_span(
     assert refused.status.status_code is StatusCode.ERROR
     assert attrs(refused)["error.type"] == "aiotongyi.RateLimitError"
     assert len(dashscope_emulator.requests) == 1
+
+
+async def test_choice_count_is_set_when_n_is_not_one(
+    dashscope_emulator: DashScopeEmulator, otel: Telemetry
+) -> None:
+    dashscope_emulator.enqueue(Reply(text="a", choices=2), Reply(text="b"))
+    async with otel.client(dashscope_emulator) as client:
+        async with client.generate_stream("hi", n=2) as stream:
+            async for _ in stream:
+                pass
+        await client.generate("hi", n=1)
+    two, one = otel.spans()
+    assert attrs(two)["gen_ai.request.choice.count"] == 2
+    assert "gen_ai.request.choice.count" not in attrs(one)
