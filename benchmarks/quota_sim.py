@@ -103,11 +103,15 @@ async def _worker(args: argparse.Namespace) -> dict[str, int]:
         )
     base_url = f"{args.url}/_fake/frames={args.frames}&chars={args.chars}/api/v1"
     counts = {"ok": 0, "rate_limited": 0, "other_errors": 0}
-    deadline = args.start + args.duration
     async with TongyiLLMClient(
         api_key="sk-quota-sim", base_url=base_url, rate_limit=limiter, timeout=120
     ) as client:
-        await asyncio.sleep(max(args.start - time.time(), 0))
+        # Imported and connected: say so, then wait for the common start time.
+        await client.generate("warm up", max_tokens=1)
+        print("READY", flush=True)
+        start = float(await asyncio.to_thread(sys.stdin.readline))
+        deadline = start + args.duration
+        await asyncio.sleep(max(start - time.time(), 0))
 
         async def one() -> None:
             try:
@@ -154,10 +158,8 @@ def _redis(url: str | None) -> Iterator[str]:
 def _run(args: argparse.Namespace, url: str, redis_url: str | None, run: str) -> dict[str, Any]:
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(f"{url}/_quota/reset", method="POST"))
-    start = time.time() + 2.0  # every worker imported and connected
     common = [
-        "--url", url, "--start", str(start), "--duration", str(args.duration),
+        "--url", url, "--duration", str(args.duration),
         "--streams", str(args.streams), "--window", str(args.window),
         "--requests", str(args.requests), "--tokens", str(args.tokens),
         "--frames", str(args.frames), "--chars", str(args.chars), "--run", run,
@@ -167,14 +169,26 @@ def _run(args: argparse.Namespace, url: str, redis_url: str | None, run: str) ->
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "benchmarks.quota_sim", "--worker", *common],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(args.processes)
     ]
+    for worker in workers:  # every worker imported, connected and warmed up
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "READY"
+    urllib.request.urlopen(urllib.request.Request(f"{url}/_quota/reset", method="POST"))
+    start = time.time() + 0.5
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write(f"{start}\n")
+        worker.stdin.flush()
     totals = {"ok": 0, "rate_limited": 0, "other_errors": 0}
     for worker in workers:
-        out, _ = worker.communicate(timeout=args.duration + 300)
+        assert worker.stdout is not None
+        out = worker.stdout.read()
+        worker.wait(timeout=args.duration + 300)
         for key, value in json.loads(out.strip().splitlines()[-1]).items():
             totals[key] += value
     with urllib.request.urlopen(f"{url}/_quota") as reply:
@@ -214,7 +228,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--start", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--run", default="0", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
