@@ -151,7 +151,7 @@ class InMemoryRateLimitBackend:
             factor = current_factor(budget.factor, budget.throttled_at, now, window)
             expired = admit(
                 window_counts,
-                None if requests_limit is None else requests_limit * factor,
+                None if requests_limit is None else max(requests_limit * factor, 1),
                 None if tokens_limit is None else tokens_limit * factor,
                 tokens,
             )

@@ -64,6 +64,7 @@ for k = 1, n + 1 do
   ur = ur + (tonumber(v[2 * k - 1]) or 0)
   ut = ut + (tonumber(v[2 * k]) or 0)
 end
+local rl = math.max(rlim * factor, 1)
 local need = tokens
 if tlim >= 0 and need > math.floor(tlim * factor) then need = math.floor(tlim * factor) end
 for k = 0, n + 1 do
@@ -71,7 +72,7 @@ for k = 0, n + 1 do
     ur = ur - (tonumber(v[2 * k - 1]) or 0)
     ut = ut - (tonumber(v[2 * k]) or 0)
   end
-  if (rlim < 0 or ur + 1 <= rlim * factor) and (tlim < 0 or ut + need <= tlim * factor) then
+  if (rlim < 0 or ur + 1 <= rl) and (tlim < 0 or ut + need <= tlim * factor) then
     if k > 0 then return {-1, math.ceil((slot + k) * width - now)} end
     redis.call('HINCRBY', KEYS[1], 'r' .. slot, 1)
     redis.call('HINCRBY', KEYS[1], 't' .. slot, tokens)

@@ -168,3 +168,11 @@ def test_admit_returns_the_fewest_sub_windows_to_expire(
     if expired < len(window) or fits([]):
         assert fits(window[expired:])
     assert not any(fits(window[k:]) for k in range(expired))
+
+
+async def test_a_shrunk_budget_still_admits_one_request_per_window() -> None:
+    limiter = RateLimiter(requests_per_minute=1, window=0.5, slots=5, max_wait=0.4)
+    limiter.throttled("m", None)  # 1 x 70 % is less than one request
+    await limiter.acquire("m", 1)
+    with pytest.raises(RateLimitError):
+        await limiter.acquire("m", 1)

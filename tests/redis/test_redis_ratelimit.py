@@ -159,3 +159,16 @@ async def test_an_unreachable_redis_lets_calls_through_with_a_warning(
 def test_the_backend_needs_a_url_or_a_client() -> None:
     with pytest.raises(ValueError, match="either"):
         RedisRateLimitBackend()
+
+
+async def test_a_shrunk_shared_budget_still_admits_one_request(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    backend = RedisRateLimitBackend(redis_url)
+    limiter = RateLimiter(1, window=0.5, slots=5, backend=backend, max_wait=0.4)
+    limiter.throttled("m", None)
+    await asyncio.sleep(0.05)
+    await limiter.acquire("m", 1)
+    with pytest.raises(RateLimitError):
+        await limiter.acquire("m", 1)
+    await backend.aclose()
