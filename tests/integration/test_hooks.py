@@ -275,3 +275,30 @@ def test_without_hooks_no_hook_code_runs_and_with_them_none_runs_per_frame(
     many = _hook_calls(hooked, 300, dashscope_emulator)
     assert few > 0
     assert many == few  # per call, never per frame
+
+
+async def test_an_on_chunk_hook_sees_every_output_and_may_fail_alone(
+    dashscope_emulator: DashScopeEmulator, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Chunks(Hooks):
+        def __init__(self) -> None:
+            self.outputs: list[str] = []
+
+        def on_chunk(self, call: CallInfo, outputs: Sequence[ModelOutput]) -> None:
+            self.outputs += [o.delta for o in outputs]
+
+    class BrokenChunks(Hooks):
+        def on_chunk(self, call: CallInfo, outputs: Sequence[ModelOutput]) -> None:
+            raise RuntimeError("boom")
+
+    chunks = Chunks()
+    dashscope_emulator.enqueue(Reply(text=["a", "b", "c"], frame_delay=0.01))
+    with caplog.at_level(logging.ERROR, logger="aiotongyi"):
+        async with make_client(
+            dashscope_emulator, hooks=[BrokenChunks(), chunks, recorder]
+        ) as client:
+            assert (await client.generate("hi")).text == "abc"
+    assert "".join(chunks.outputs) == "abc"
+    assert recorder.events[-1] == ("end", "abc", None, False, False)
+    assert all("on_chunk failed" in r.getMessage() for r in caplog.records)
+    assert caplog.records

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -176,3 +178,18 @@ async def test_a_shrunk_budget_still_admits_one_request_per_window() -> None:
     await limiter.acquire("m", 1)
     with pytest.raises(RateLimitError):
         await limiter.acquire("m", 1)
+
+
+def test_the_redis_backend_without_redis_py_names_the_extra() -> None:
+    code = """
+import sys
+sys.modules["redis"] = None  # as if aiotongyi[redis] were not installed
+from aiotongyi import RedisRateLimitBackend
+try:
+    RedisRateLimitBackend("redis://localhost")
+except ImportError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "aiotongyi[redis]" in out.stdout
