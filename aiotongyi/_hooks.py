@@ -44,6 +44,7 @@ class CallInfo:
     """One call, as hooks see it (the same object from ``on_request`` to ``on_end``).
 
     :ivar operation: ``"chat"`` (``"embeddings"`` for embedding calls).
+    :ivar stream: whether the answer is streamed (chat calls always are).
     :ivar model: the model the request names.
     :ivar base_url: the endpoint's ``.../api/v1`` base URL.
     :ivar context: the :mod:`contextvars` context of the code that made the
@@ -60,8 +61,11 @@ class CallInfo:
     :ivar data: a dict for hooks to keep per-call state in (key it by your hook).
     """
 
-    def __init__(self, operation: str, model: str, body: bytes, base_url: str) -> None:
+    def __init__(
+        self, operation: str, model: str, body: bytes, base_url: str, stream: bool = True
+    ) -> None:
         self.operation = operation
+        self.stream = stream
         self.model = model
         self.base_url = base_url
         self.context = contextvars.copy_context()
@@ -160,9 +164,16 @@ class ObserverFactory:
         self.base_url = base_url
         self.chunk_hooks = tuple(h for h in self.hooks if _overrides(h, "on_chunk"))
 
-    def __call__(self, request: PreparedRequest, operation: str = "chat") -> CallObserver:
-        """A new observer; call it in the caller's thread (it captures the context)."""
-        return CallObserver(self, CallInfo(operation, request.model, request.body, self.base_url))
+    def __call__(
+        self, request: PreparedRequest, operation: str = "chat", *, stream: bool = True
+    ) -> CallObserver:
+        """A new observer; call it in the caller's thread (it captures the context).
+
+        :param operation: the GenAI operation name (``"embeddings"`` for embedding calls).
+        :param stream: ``False`` for a call answered in one piece.
+        """
+        call = CallInfo(operation, request.model, request.body, self.base_url, stream)
+        return CallObserver(self, call)
 
 
 class CallObserver:

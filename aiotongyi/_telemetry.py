@@ -107,7 +107,9 @@ class TelemetryHooks(Hooks):
         if url.hostname:
             common[sc.SERVER_ADDRESS] = url.hostname
             common[sc.SERVER_PORT] = url.port or (443 if url.scheme == "https" else 80)
-        attributes = {**common, sc.REQUEST_STREAM: True}
+        attributes = dict(common)
+        if call.stream:  # set if and only if the request streams
+            attributes[sc.REQUEST_STREAM] = True
         params = call.parameters
         for name, key in _NUMERIC_PARAMETERS.items():
             value = params.get(name)
@@ -152,13 +154,14 @@ class TelemetryHooks(Hooks):
         state = self._start(call)
         now = time.perf_counter()
         state.last_chunk = now
-        elapsed = now - call.started
-        state.span.set_attribute(sc.RESPONSE_TIME_TO_FIRST_CHUNK, elapsed)
-        self._ttfc.record(elapsed, state.attributes)
+        if call.stream:  # the conventions: streaming calls only
+            elapsed = now - call.started
+            state.span.set_attribute(sc.RESPONSE_TIME_TO_FIRST_CHUNK, elapsed)
+            self._ttfc.record(elapsed, state.attributes)
 
     def on_chunk(self, call: CallInfo, outputs: Sequence[ModelOutput]) -> None:
         state: _CallState | None = call.data.get(self)
-        if state is None:
+        if state is None or not call.stream:
             return
         now = time.perf_counter()
         if state.last_chunk != now and state.last_chunk:

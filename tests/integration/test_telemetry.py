@@ -385,3 +385,30 @@ async def test_choice_count_is_set_when_n_is_not_one(
     two, one = otel.spans()
     assert attrs(two)["gen_ai.request.choice.count"] == 2
     assert "gen_ai.request.choice.count" not in attrs(one)
+
+
+async def test_a_non_streamed_operation_gets_its_own_span_name_and_no_stream_attributes(
+    otel: Telemetry,
+) -> None:
+    # How the embeddings call will be observed (the core passes operation and stream).
+    from aiotongyi._hooks import ObserverFactory
+    from aiotongyi._request import PreparedRequest
+    from aiotongyi._telemetry import TelemetryHooks
+
+    hooks = TelemetryHooks(otel.tracer_provider, otel.meter_provider)
+    factory = ObserverFactory([hooks], None, "https://dashscope.aliyuncs.com/api/v1")
+    body = b'{"model":"text-embedding-v3","input":{"texts":["hi"]},"parameters":{}}'
+    request = PreparedRequest("text-embedding-v3", "/services/embeddings", body, False, None)
+    observer = factory(request, "embeddings", stream=False)
+    await observer.request(0)
+    observer.response(200, "rid-e")
+    observer.end(None)
+    span = otel.span()
+    assert span.name == "embeddings text-embedding-v3"
+    got = attrs(span)
+    assert got["gen_ai.operation.name"] == "embeddings"
+    assert got["server.address"] == "dashscope.aliyuncs.com"
+    assert got["server.port"] == 443
+    assert got["gen_ai.response.id"] == "rid-e"
+    assert "gen_ai.request.stream" not in got
+    assert "gen_ai.response.time_to_first_chunk" not in got
