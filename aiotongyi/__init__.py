@@ -23,6 +23,7 @@ from ._exceptions import (
     StreamInterruptedError,
     TongyiError,
 )
+from ._hooks import CallInfo, Hooks
 from ._models import (
     ModelOutput,
     ModelRequest,
@@ -34,6 +35,8 @@ from ._models import (
     TopLogprob,
     Usage,
 )
+from ._ratelimit import InMemoryRateLimitBackend, RateLimitBackend, RateLimiter, Reservation
+from ._ratelimit_redis import RedisRateLimitBackend
 from ._request import GenerateParams
 from ._retry import RetryPolicy
 from ._stream import Stream
@@ -46,16 +49,23 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CallInfo",
     "EmbeddingResult",
     "GenerateParams",
+    "Hooks",
+    "InMemoryRateLimitBackend",
     "JSONOutputError",
     "ModelOutput",
     "ModelRequest",
     "NotFoundError",
     "ProtocolError",
+    "RateLimitBackend",
     "RateLimitError",
+    "RateLimiter",
+    "RedisRateLimitBackend",
     "RerankItem",
     "RerankResult",
+    "Reservation",
     "RetryPolicy",
     "SearchInfo",
     "SearchResult",

@@ -28,8 +28,10 @@ from ._config import (
 from ._context import CallContext, CallOptions
 from ._embeddings import EmbeddingResult, RerankResult
 from ._exceptions import AuthenticationError
+from ._hooks import Hooks, observer_factory
 from ._lifecycle import ClientState, Resources
 from ._models import ModelOutput, Timeout
+from ._ratelimit import RateLimiter
 from ._request import PreparedRequest, RequestLike, prepare_request
 from ._retry import RetryPolicy
 from ._stream import Stream
@@ -78,6 +80,12 @@ class TongyiLLMClient:
     :param proxy: an explicit HTTP(S) proxy URL; else the usual proxy variables.
     :param max_connections: connection pool size per event loop.
     :param workspace: a DashScope workspace id (else ``DASHSCOPE_WORKSPACE``).
+    :param telemetry: OpenTelemetry spans and metrics (``aiotongyi[otel]``):
+        ``None`` reads ``AIOTONGYI_TELEMETRY`` (``1``/``true``).
+    :param tracer_provider: instead of the global tracer provider.
+    :param meter_provider: instead of the global meter provider.
+    :param rate_limit: a :class:`RateLimiter` (may be shared by several clients).
+    :param hooks: a :class:`Hooks` or a sequence of them, called for every call.
     :raises ValueError: for an unknown region, a compatible-mode URL or bad values.
     """
 
@@ -99,6 +107,11 @@ class TongyiLLMClient:
         proxy: str | None = None,
         max_connections: int = 1000,
         workspace: str | None = None,
+        telemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        rate_limit: RateLimiter | None = None,
+        hooks: Hooks | Sequence[Hooks] | None = None,
     ) -> None:
         if model is not None and not isinstance(model, str):
             raise ValueError(f"model must be a string, not {type(model).__name__}")
@@ -115,8 +128,18 @@ class TongyiLLMClient:
         self._session = session
         self._resources = Resources(SessionRegistry(max_connections, session), LoopThread(executor))
         self._parent: TongyiLLMClient | None = None
+        resolved_base_url = resolve_base_url(base_url, api_region)
+        # None when nothing observes calls: then no hook code runs at all.
+        self._observe = observer_factory(
+            base_url=resolved_base_url,
+            hooks=hooks,
+            telemetry=telemetry,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            rate_limit=rate_limit,
+        )
         self._configure(
-            base_url=resolve_base_url(base_url, api_region),
+            base_url=resolved_base_url,
             api_key=resolve_api_key(api_key),
             timeout=timeout,
             max_retries=max_retries,
@@ -156,6 +179,7 @@ class TongyiLLMClient:
             retry=self._retry,
             sessions=self._resources.sessions,
             owner=self,
+            observe=self._observe,
         )
 
     # -- properties -------------------------------------------------------------
@@ -256,7 +280,9 @@ class TongyiLLMClient:
         :raises AuthenticationError: when no API key is configured.
         :raises RuntimeError: when the client is closed.
         """
-        return Stream(*self._prepare(request, params))
+        context, prepared = self._prepare(request, params)
+        observe = context.observe
+        return Stream(context, prepared, None if observe is None else observe(prepared))
 
     async def generate(self, request: RequestLike, **params: Unpack[CallParams]) -> ModelOutput:
         """The final :class:`ModelOutput` of a call (streamed on the wire underneath)."""
@@ -322,7 +348,9 @@ class TongyiLLMClient:
         """
         self._check_sync_use()
         context, prepared = self._prepare(request, params)
-        return pump(self._resources.loop_thread, lambda: Stream(context, prepared))
+        # Made here, in the calling thread: it captures this thread's context (the span's parent).
+        observer = None if context.observe is None else context.observe(prepared)
+        return pump(self._resources.loop_thread, lambda: Stream(context, prepared, observer))
 
     def sync_generate(self, request: RequestLike, **params: Unpack[CallParams]) -> ModelOutput:
         """The final :class:`ModelOutput` of a call, from synchronous code."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from ._models import Timeout
 from ._request import GenerateParams, PreparedRequest
 from ._retry import RetryPolicy
 from ._transport import SecretHeaders, SessionRegistry
+
+if TYPE_CHECKING:
+    from ._hooks import ObserverFactory
 
 __all__ = ["CallContext", "CallOptions", "CallParams"]
 
@@ -42,6 +45,8 @@ class CallContext:
     retry: RetryPolicy
     sessions: SessionRegistry
     owner: object = dataclasses.field(repr=False, compare=False)
+    #: Makes each call's hooks/telemetry/limiter observer; ``None`` when nothing observes.
+    observe: ObserverFactory | None = None
 
     def headers_for(self, request: PreparedRequest) -> Mapping[str, str]:
         """The client's headers, with the request's own on top."""

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from ._exceptions import APIConnectionError, APIError, TongyiError
 
-__all__ = ["MAX_BACKOFF", "MIN_DELAY", "RetryPolicy", "retry_delay", "should_retry"]
+__all__ = ["MAX_BACKOFF", "MIN_DELAY", "RetryPolicy", "retry_after", "retry_delay", "should_retry"]
 
 #: The longest wait between attempts; a longer Retry-After is not retried.
 MAX_BACKOFF = 8.0
@@ -47,7 +47,7 @@ def should_retry(error: TongyiError) -> bool:
     if isinstance(error, APIError):
         if error.code in _FINAL_CODES or error.status_code not in _RETRYABLE_STATUSES:
             return False
-        asked = _retry_after(error.headers) if error.headers else None
+        asked = retry_after(error.headers) if error.headers else None
         return asked is None or asked <= MAX_BACKOFF
     return isinstance(error, APIConnectionError)
 
@@ -61,14 +61,14 @@ def retry_delay(attempt: int, headers: Mapping[str, str] | None, jitter: float) 
     :param attempt: how many attempts have failed so far, minus one (0 for the first).
     :param jitter: a number in [0, 1): the fraction of the 25 % jitter to add.
     """
-    asked = _retry_after(headers) if headers else None
+    asked = retry_after(headers) if headers else None
     if asked is not None and asked > 0:  # 0 or a past date: no advice, back off as usual
         return min(max(asked, MIN_DELAY), MAX_BACKOFF)
     base = min(0.5 * 2.0**attempt, MAX_BACKOFF)
     return max(base + base * 0.25 * jitter, MIN_DELAY)
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms``, else ``Retry-After`` in seconds or as an HTTP date."""
     millis = headers.get("retry-after-ms")
     if millis is not None:

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -20,6 +21,9 @@ from ._request import PreparedRequest
 from ._sse import SSEDecoder, SSEProtocolError
 from ._transport import MAX_JSON_BODY, Call, LoopSession, read_body, send
 from ._upload import cache_for, resolve_uploads
+
+if TYPE_CHECKING:
+    from ._hooks import CallObserver
 
 __all__ = ["Stream"]
 
@@ -37,13 +41,20 @@ class Stream:
     iterating it again after its end raises ``RuntimeError``.
     """
 
-    def __init__(self, context: CallContext, request: PreparedRequest) -> None:
+    def __init__(
+        self,
+        context: CallContext,
+        request: PreparedRequest,
+        observer: CallObserver | None = None,
+    ) -> None:
         self._request = request
         self._progress = _Progress()
         # The generator must not refer back to the Stream: without that cycle a
         # dropped Stream is freed at once and its generator's finaliser closes
         # the response, instead of waiting for the cycle collector.
-        self._batches = _produce(context, request, self._progress)
+        self._batches = _produce(context, request, self._progress, observer)
+        if observer is not None:  # hooks: content and end seen once per call, not per frame
+            self._batches = observer.watch(self._batches)
         self._pending: deque[ModelOutput] = deque()
         self._ended = False
 
@@ -161,7 +172,10 @@ class _Progress:
 
 
 async def _produce(
-    context: CallContext, request: PreparedRequest, progress: _Progress
+    context: CallContext,
+    request: PreparedRequest,
+    progress: _Progress,
+    observer: CallObserver | None,
 ) -> AsyncGenerator[_Batch, None]:
     timeout = request.timeout or context.timeout
     session = await context.sessions.get()
@@ -189,15 +203,25 @@ async def _produce(
                 accumulator = progress.accumulator = Accumulator(
                     request.model, incremental=request.incremental, choices=request.choices
                 )
+                if observer is not None:  # the rate limiter's wait: outside the retried part
+                    call.reading = False
+                    remaining = None if call.deadline is None else call.deadline - call.loop.time()
+                    await observer.request(attempt, remaining)
+                    call.reading = True
+                    call.last_data = call.loop.time()
                 try:
                     # aclosing: an outer generator's close does not close the inner one
                     async with aclosing(
-                        _attempt(context, request, session, call, accumulator, timeout.connect)
+                        _attempt(
+                            context, request, session, call, accumulator, timeout.connect, observer
+                        )
                     ) as batches:
                         async for batch in batches:
                             yield batch
                     return
                 except TongyiError as error:
+                    if observer is not None:
+                        observer.failed(error)
                     if (
                         not call.retry_after_read_timeout()
                         or accumulator.last is not None
@@ -216,6 +240,8 @@ async def _produce(
                         policy.max_retries + 1,
                         error.request_id,
                     )
+                    if observer is not None:
+                        observer.retry(delay, error)
                 # Outside the except: no stale context.  Waiting here is not silence.
                 call.reading = False
                 await asyncio.sleep(delay)
@@ -233,6 +259,7 @@ async def _attempt(
     call: Call,
     accumulator: Accumulator,
     connect_timeout: float | None,
+    observer: CallObserver | None,
 ) -> AsyncGenerator[_Batch, None]:
     call.check(accumulator)
     with call.errors(accumulator):
@@ -245,6 +272,8 @@ async def _attempt(
             proxy=context.proxy,
         )
         accumulator.request_id = response.headers.get("x-request-id")
+        if observer is not None:
+            observer.response(response.status, accumulator.request_id)
         completed = False
         try:
             content_type = response.headers.get("content-type", "")
