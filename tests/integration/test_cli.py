@@ -102,10 +102,11 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def test_a_closed_pipe_ends_quietly_with_status_141() -> None:
-    long_prompt = "x" * 50_000  # the default reply echoes it: far more than the pipe reads
-    command = f"{shlex.quote(sys.executable)} -m aiotongyi chat {long_prompt} | head -c 20"
+    # The default reply echoes the prompt: far more than a pipe buffer holds.
+    python = shlex.quote(sys.executable)
+    command = f"{python} -c 'print(\"x\" * 1_000_000)' | {python} -m aiotongyi chat | head -c 20"
     result = subprocess.run(
-        ["bash", "-c", f"{command}; echo status=${{PIPESTATUS[0]}} >&2"],
+        ["bash", "-c", f"{command}; echo status=${{PIPESTATUS[1]}} >&2"],
         capture_output=True,
         text=True,
         env=cli_env(),

@@ -93,14 +93,14 @@ async def test_retries_are_told_with_their_delay_and_error(
     dashscope_emulator: DashScopeEmulator, recorder: Recorder
 ) -> None:
     dashscope_emulator.enqueue(
-        http_error(503, retry_after=0, request_id="bad"), Reply(text="ok", request_id="good")
+        http_error(503, retry_after=1, request_id="bad"), Reply(text="ok", request_id="good")
     )
     async with make_client(dashscope_emulator, hooks=[recorder]) as client:
         await client.generate("hi")
     assert recorder.events == [
         ("request", 0, "none"),
         ("response", 503, "bad"),
-        ("retry", 0.0, "ServerError"),
+        ("retry", 1.0, "ServerError"),
         ("request", 1, "none"),
         ("response", 200, "good"),
         ("first", "ok"),
