@@ -16,9 +16,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -58,6 +59,7 @@ from aiotongyi.integrations.dbgpt import (
 )
 from aiotongyi.testing import DashScopeEmulator, ErrorEvent, Reply, http_error
 
+UNREACHABLE = "http://dashscope.invalid/api/v1"  # only a proxy can answer for it
 GENERATE_ERROR = "**LLMServer Generate Error, Please CheckErrorInfo.**: "
 ROOT = Path(__file__).resolve().parents[2]
 # DB-GPT's worker calls pydantic's deprecated .dict() on every request.
@@ -208,19 +210,21 @@ async def test_dbgpt_worker_streams_through_the_provider(
     await worker.model.proxy_llm_client.aclose()
 
 
-def test_config_hook_registers_provider_before_models_are_parsed(tmp_path: Path) -> None:
+def test_config_hook_registers_provider_before_models_are_parsed(
+    tmp_path: Path, dashscope_emulator: DashScopeEmulator
+) -> None:
     config = tmp_path / "dbgpt.toml"
     config.write_text(
         textwrap.dedent(
-            """
+            f"""
             [[hooks]]
             path = "aiotongyi.integrations.dbgpt.config_hook"
 
             [[models.llms]]
             name = "qwen-plus"
             provider = "proxy/aiotongyi"
-            api_key = "${env:AIOTONGYI_TEST_KEY}"
-            api_region = "intl"
+            api_key = "${{env:AIOTONGYI_TEST_KEY}}"
+            api_base = "{dashscope_emulator.base_url}"
             enable_thinking = false
             """
         )
@@ -230,6 +234,7 @@ def test_config_hook_registers_provider_before_models_are_parsed(tmp_path: Path)
         import sys, warnings
         from dataclasses import dataclass, field
         warnings.simplefilter("ignore")
+        from dbgpt.core import ModelMessage, ModelRequest
         from dbgpt.model import scan_model_providers
         from dbgpt.model.adapter.base import get_model_adapter
         from dbgpt.model.parameter import ModelsDeployParameters
@@ -246,7 +251,10 @@ def test_config_hook_registers_provider_before_models_are_parsed(tmp_path: Path)
         llm = app.models.llms[0]
         model, _ = get_model_adapter(llm.provider, llm.name).load_from_params(llm)
         client = model.proxy_llm_client
-        print(type(llm).__name__, llm.enable_thinking, client._api_key, client._base_url)
+        request = ModelRequest.build_request("", messages=[ModelMessage(role="human", content="q")])
+        final = list(client.sync_generate_stream(request))[-1]
+        print(type(llm).__name__, llm.enable_thinking, client.base_url, final.error_code)
+        client.close()
         """
     )
     env = {**os.environ, "AIOTONGYI_TEST_KEY": "sk-from-env"}
@@ -262,33 +270,54 @@ def test_config_hook_registers_provider_before_models_are_parsed(tmp_path: Path)
     assert out.stdout.split() == [
         "TongyiAioDeployModelParameters",
         "False",
-        "sk-from-env",
-        "https://dashscope-intl.aliyuncs.com/api/v1",
+        dashscope_emulator.base_url,
+        "0",
     ]
+    sent = dashscope_emulator.requests[-1]
+    assert sent.headers["authorization"] == "Bearer sk-from-env"
+    assert sent.json["parameters"]["enable_thinking"] is False
 
 
-def test_new_client_from_deploy_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_client_from_deploy_parameters(
+    monkeypatch: pytest.MonkeyPatch, dashscope_emulator: DashScopeEmulator
+) -> None:
+    emu = dashscope_emulator
     monkeypatch.setenv("AIOTONGYI_TEST_KEY", "sk-resolved")
     params = TongyiAioDeployModelParameters(
         name="alias",
         backend="qwen-max",
         api_key="${env:AIOTONGYI_TEST_KEY}",
-        api_region="intl",
+        api_base=UNREACHABLE,
         context_length=None,
-        http_proxy="http://127.0.0.1:3128",
-        timeout=30,
+        http_proxy=emu.base_url.removesuffix("/api/v1"),
+        timeout=0.5,
         enable_thinking=True,
     )
     client = TongyiLLMClient.new_client(params)
     assert (client.default_model, client.model_names) == ("qwen-max", ["qwen-max", "alias"])
     assert client.context_length == 4096
-    assert client._api_key == "sk-resolved"
-    assert client._base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
-    assert (client._proxy, client._timeout, client._enable_thinking) == (
-        "http://127.0.0.1:3128",
-        30.0,
-        True,
+    assert client.base_url == UNREACHABLE
+    # Only the proxy can answer for that host; the alias means the backend model.
+    aliased = ModelRequest.build_request(
+        "alias", messages=[ModelMessage(role="human", content="q")]
     )
+    assert drain_sync(client, aliased)[-1].error_code == 0
+    sent = emu.requests[-1]
+    assert sent.headers["authorization"] == "Bearer sk-resolved"
+    assert (sent.json["model"], sent.json["parameters"]["enable_thinking"]) == ("qwen-max", True)
+    # The 0.5 s total timeout ends a stalled answer.
+    emu.enqueue(Reply(text=["a", "b"], stall_after_frames=1, stall_seconds=10))
+    started = time.monotonic()
+    outputs = drain_sync(client, request("q"))
+    assert [o.error_code for o in outputs] == [0, 1]
+    assert time.monotonic() - started < 5
+    client.close()
+
+
+def test_deploy_parameters_region() -> None:
+    params = TongyiAioDeployModelParameters(name="qwen-plus", api_key="k", api_region="intl")
+    client = TongyiLLMClient.new_client(params)
+    assert client.base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
 
 
 def test_unset_key_variable_becomes_one_api_error_output(
@@ -325,18 +354,17 @@ async def test_seed_new_client_reads_proxy_model_parameters(
 ) -> None:
     client = TongyiLLMClient.new_client(seed_params(dashscope_emulator))
     assert client.default_model == "qwen-plus"
-    assert client._base_url == dashscope_emulator.base_url
+    assert client.base_url == dashscope_emulator.base_url
     assert [(m.model, m.context_length) for m in await client.models()] == [
         ("qwen-plus", 8192),
         ("tongyi_proxyllm", 8192),
     ]
     intl = TongyiLLMClient.new_client(seed_params(dashscope_emulator, proxy_api_region="intl"))
-    assert intl._base_url == dashscope_emulator.base_url  # proxy_api_base wins
+    assert intl.base_url == dashscope_emulator.base_url  # proxy_api_base wins
     no_base = seed_params(dashscope_emulator, proxy_api_region="intl")
     no_base.proxy_api_base = None
     assert (
-        TongyiLLMClient.new_client(no_base)._base_url
-        == "https://dashscope-intl.aliyuncs.com/api/v1"
+        TongyiLLMClient.new_client(no_base).base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
     )
 
 
@@ -670,7 +698,7 @@ def test_seed_defaults_and_extra_options() -> None:
 
 def test_api_region_is_honoured_and_checked() -> None:
     client = TongyiLLMClient(api_key="k", api_region="intl")
-    assert client._base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
+    assert client.base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
     with pytest.raises(ValueError):
         TongyiLLMClient(api_key="k", api_region="mars-north-1")
 
@@ -678,7 +706,7 @@ def test_api_region_is_honoured_and_checked() -> None:
 @pytest.mark.parametrize("suffix", ["/compatible-mode/v1", "/compatible-mode/v1/"])
 def test_compatible_mode_api_base_is_mapped_to_native(suffix: str) -> None:
     client = TongyiLLMClient(api_key="k", api_base="https://dashscope.aliyuncs.com" + suffix)
-    assert client._base_url == "https://dashscope.aliyuncs.com/api/v1"
+    assert client.base_url == "https://dashscope.aliyuncs.com/api/v1"
 
 
 def test_compatible_mode_api_base_reaches_the_native_endpoint(
@@ -768,28 +796,41 @@ def test_clone_after_streaming_keeps_configuration_and_works(
     assert drain_sync(client, request("before"))[-1].error_code == 0
     drain_async(client, request("async too"))
     twin = clone(client)
+    client.close()  # connections and thread are never copied: the twin keeps working
     try:
-        assert twin._core_client is None  # the connection pool is never copied
-        assert (twin.default_model, twin.context_length, twin._base_url) == (
+        assert (twin.default_model, twin.context_length, twin.base_url) == (
             "qwen-plus",
             2048,
             dashscope_emulator.base_url,
         )
         assert drain_sync(twin, request("after"))[-1].text == "Hello! You said: after"
+        assert drain_async(twin, request("async after"))[-1].error_code == 0
         assert dashscope_emulator.requests[-1].headers["authorization"] == "Bearer sk-cloned"
     finally:
         twin.close()
+
+
+def loop_threads() -> int:
+    return sum(t.name == "aiotongyi-loop" for t in threading.enumerate())
 
 
 def test_pickled_state_holds_configuration_only(make_client: MakeClient) -> None:
     client = make_client()
     drain_sync(client, request("q"))
     state = client.__getstate__()
-    assert not {"executor", "_core_client", "_core_lock"} & set(state)
+    assert not any(
+        isinstance(value, aiotongyi.TongyiLLMClient | Executor | threading.Thread)
+        for value in state.values()
+    )
+    running = loop_threads()
     restored = pickle.loads(pickle.dumps(client))
     assert isinstance(restored.executor, ThreadPoolExecutor)
     assert restored.executor is not client.executor
-    assert restored._core_client is None
+    assert loop_threads() == running  # nothing starts until the first call
+    assert drain_sync(restored, request("q"))[-1].error_code == 0
+    assert loop_threads() == running + 1
+    restored.close()
+    assert loop_threads() == running
 
 
 def test_exit_with_unclosed_clients_is_quiet() -> None:
@@ -826,5 +867,8 @@ def test_exit_with_unclosed_clients_is_quiet() -> None:
     assert "Exception ignored" not in out.stderr
 
 
-def test_core_client_is_aiotongyi(make_client: MakeClient) -> None:
-    assert isinstance(make_client()._core(), aiotongyi.TongyiLLMClient)
+def test_requests_are_aiotongyi_requests(
+    make_client: MakeClient, dashscope_emulator: DashScopeEmulator
+) -> None:
+    drain_sync(make_client(), request("q"))
+    assert dashscope_emulator.requests[-1].headers["user-agent"].startswith("aiotongyi/")

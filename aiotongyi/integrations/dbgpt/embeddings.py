@@ -29,7 +29,7 @@ from typing import Any, Optional
 import aiotongyi
 from aiotongyi._embeddings import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANK_MODEL
 
-from . import PROVIDER
+from ._provider import PROVIDER, native_base_url
 
 # Older DB-GPT releases lack one interface or the other: the classes still work
 # (duck-typed), and importing the chat provider must never fail because of them.
@@ -63,8 +63,6 @@ __all__ = [
 ]
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_COMPATIBLE_SUFFIX = "/compatible-mode/v1"
-_NATIVE_SUFFIX = "/api/v1"
 
 
 def _resolve_key(value: str | None) -> str | None:
@@ -77,18 +75,13 @@ def _resolve_key(value: str | None) -> str | None:
     return os.environ.get(match.group(1)) or match.group(2) or None
 
 
-def _native_base_url(url: str | None) -> str | None:
-    """DB-GPT configs often carry the OpenAI-compatible URL: use the native one on that host."""
-    if not url:
-        return None
-    url = url.rstrip("/")
-    if url.endswith(_COMPATIBLE_SUFFIX):
-        return url[: -len(_COMPATIBLE_SUFFIX)] + _NATIVE_SUFFIX
-    return url
-
-
 class _Core:
-    """One lazily built aiotongyi client, shared by every thread and loop."""
+    """One lazily built aiotongyi client, shared by every thread and loop.
+
+    DB-GPT's workers drop their models without closing them (``worker.stop()``):
+    the client, garbage then, releases its connections and thread itself, with
+    a ``ResourceWarning`` where warnings are shown.
+    """
 
     def __init__(self, options: dict[str, Any]) -> None:
         self._options = options
@@ -116,17 +109,6 @@ class _Core:
         if client is not None:
             await client.aclose()
 
-    def __del__(self) -> None:
-        # DB-GPT's worker.stop() drops the model without closing it.  Close the
-        # client on a thread of its own: this may run on any thread, even the
-        # client's loop thread, which cannot wait for itself.
-        client = self._client
-        if client is not None and not client.is_closed:
-            try:
-                threading.Thread(target=client.close, daemon=True).start()
-            except RuntimeError:  # interpreter shutdown: the exit hooks release it
-                pass
-
 
 def _client_options(
     api_key: str | None,
@@ -140,7 +122,7 @@ def _client_options(
     return {
         "api_key": _resolve_key(api_key),
         "api_region": api_region,
-        "base_url": _native_base_url(api_base),
+        "base_url": native_base_url(api_base),
         "proxy": http_proxy,
         "timeout": timeout,
         "max_retries": max_retries,
