@@ -17,8 +17,8 @@ one error output (``-1`` and ``"code:message"`` for an :class:`aiotongyi.APIErro
 ``1`` otherwise), never an exception.
 
 Modules: ``_client`` (the ``ProxyLLMClient``), ``_outputs`` (DB-GPT outputs),
-``_provider`` (deploy parameters, worker stream functions, registration) and
-``embeddings`` (embeddings and rerank providers).
+``_params`` (deploy parameters), ``_provider`` (worker stream functions, the
+config hook, registration) and ``embeddings`` (embeddings and rerank).
 """
 
 try:
@@ -30,25 +30,18 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
     ) from _exc
 
 from ._client import TongyiLLMClient
-from ._provider import (
-    PROVIDER,
-    TongyiAioDeployModelParameters,
-    atongyi_generate_stream,
-    config_hook,
-    register,
-    tongyi_generate_stream,
-)
+from ._params import PROVIDER, TongyiAioDeployModelParameters
+from ._provider import atongyi_generate_stream, config_hook, register, tongyi_generate_stream
 
 register(TongyiLLMClient)
 
 # Embeddings and rerank register under the same provider key (DB-GPT 0.7+).
 from . import embeddings as embeddings  # noqa: E402
-from .embeddings import (  # noqa: E402
+from ._params import (  # noqa: E402
     TongyiEmbeddingDeployModelParameters,
-    TongyiEmbeddings,
     TongyiRerankDeployModelParameters,
-    TongyiRerankEmbeddings,
 )
+from .embeddings import TongyiEmbeddings, TongyiRerankEmbeddings  # noqa: E402
 
 __all__ = [
     "PROVIDER",

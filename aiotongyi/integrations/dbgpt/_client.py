@@ -22,7 +22,8 @@ from dbgpt.model.proxy.base import ProxyLLMClient
 import aiotongyi
 
 from ._outputs import OutputConverter, error_output
-from ._provider import PARAMS_CLASS, atongyi_generate_stream, native_base_url
+from ._params import CHAT_PARAMS
+from ._provider import atongyi_generate_stream, native_base_url
 
 __all__ = ["TongyiLLMClient"]
 
@@ -173,9 +174,9 @@ class TongyiLLMClient(ProxyLLMClient):  # type: ignore[misc]  # DB-GPT ships no 
     @classmethod
     def param_class(cls) -> type:
         """The deploy-parameters class of the ``proxy/aiotongyi`` provider (DB-GPT 0.7+)."""
-        if PARAMS_CLASS is None:
+        if CHAT_PARAMS is None:
             raise NotImplementedError("deploy parameters need DB-GPT 0.7 or newer")
-        return PARAMS_CLASS
+        return CHAT_PARAMS
 
     @classmethod
     def generate_stream_function(cls) -> object:

@@ -1,33 +1,27 @@
-"""The worker-facing side: deploy parameters, stream functions, config hook, registration.
+"""The worker-facing side: stream functions, the config hook, provider registration.
 
 DB-GPT 0.7+ only registers providers; the stream functions also serve 0.5/0.6
 workers and manual wiring.
 """
 
-# No ``from __future__ import annotations`` here: DB-GPT 0.8's config loader
-# reads the deploy-parameters dataclass annotations at run time.
+from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import aclosing, closing
-from typing import Optional
 
 from dbgpt.core import ModelMetadata, ModelOutput, ModelRequest, ModelRequestContext
 
 from ._outputs import error_output
+from ._params import CHAT_PARAMS
 
 # DB-GPT 0.7+ only: provider registration.
 try:
-    from dbgpt.core.interface.parameter import LLMDeployModelParameters
     from dbgpt.model.proxy.base import register_proxy_model_adapter
 except ImportError:  # DB-GPT 0.5/0.6
-    LLMDeployModelParameters = None
     register_proxy_model_adapter = None
 
 __all__ = [
-    "PARAMS_CLASS",
-    "PROVIDER",
-    "TongyiAioDeployModelParameters",
     "atongyi_generate_stream",
     "config_hook",
     "native_base_url",
@@ -35,16 +29,13 @@ __all__ = [
     "tongyi_generate_stream",
 ]
 
-#: The provider name of ``[[models.llms]]`` entries served by this package (0.7+).
-PROVIDER = "proxy/aiotongyi"
-
 _COMPATIBLE_SUFFIX = "/compatible-mode/v1"
 _NATIVE_SUFFIX = "/api/v1"
 _REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelRequest))
 _CONTEXT_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelRequestContext))
 
 
-def native_base_url(url: Optional[str]) -> Optional[str]:  # noqa: UP045
+def native_base_url(url: str | None) -> str | None:
     """DB-GPT configs often carry the OpenAI-compatible URL: use the native one on that host."""
     if not url:
         return None
@@ -127,51 +118,9 @@ def config_hook(config: dict[str, object], **params: object) -> dict[str, object
     return config
 
 
-PARAMS_CLASS: Optional[type] = None  # noqa: UP045
-
-if LLMDeployModelParameters is not None:
-    # typing.Optional, not `X | None`: DB-GPT 0.8's loader only understands
-    # typing.Union (a `str | None` field fails with "Unsupported parameter type").
-    @dataclasses.dataclass
-    class TongyiAioDeployModelParameters(LLMDeployModelParameters):  # type: ignore[misc]
-        """Deploy parameters of the ``proxy/aiotongyi`` provider (DB-GPT 0.7+)."""
-
-        provider: str = PROVIDER
-        api_key: Optional[str] = dataclasses.field(  # noqa: UP045
-            default="${env:DASHSCOPE_API_KEY}",
-            metadata={"help": "The DashScope API key.", "tags": "privacy"},
-        )
-        api_base: Optional[str] = dataclasses.field(  # noqa: UP045
-            default=None,
-            metadata={"help": "A native DashScope base URL ending in /api/v1."},
-        )
-        api_region: Optional[str] = dataclasses.field(  # noqa: UP045
-            default=None,
-            metadata={
-                "help": "cn-beijing, ap-southeast-1 (intl), us-east-1 or cn-hongkong.",
-            },
-        )
-        http_proxy: Optional[str] = dataclasses.field(  # noqa: UP045
-            default=None, metadata={"help": "An HTTP(S) proxy URL."}
-        )
-        timeout: Optional[float] = dataclasses.field(  # noqa: UP045
-            default=None, metadata={"help": "Total seconds per request (no limit when unset)."}
-        )
-        enable_thinking: Optional[bool] = dataclasses.field(  # noqa: UP045
-            default=None, metadata={"help": "Ask hybrid thinking models to reason (or not)."}
-        )
-        concurrency: Optional[int] = dataclasses.field(  # noqa: UP045
-            default=100, metadata={"help": "Model concurrency limit."}
-        )
-
-    PARAMS_CLASS = TongyiAioDeployModelParameters
-else:  # DB-GPT 0.5/0.6: no provider registry; the name stays importable
-    TongyiAioDeployModelParameters = None  # type: ignore[misc, assignment]
-
-
 def register(client_class: type) -> None:
     """Register ``client_class`` as the ``proxy/aiotongyi`` provider (DB-GPT 0.7+ only)."""
-    if PARAMS_CLASS is None or register_proxy_model_adapter is None:
+    if CHAT_PARAMS is None or register_proxy_model_adapter is None:
         return
     register_proxy_model_adapter(
         client_class,

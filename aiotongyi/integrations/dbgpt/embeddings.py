@@ -16,20 +16,22 @@ thread whose event loop is running.  The async methods run on the caller's
 loop.
 """
 
-# No ``from __future__ import annotations``: DB-GPT 0.8's config loader reads
-# the deploy-parameters dataclass annotations at run time.
-
-import dataclasses
 import os
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import aiotongyi
 from aiotongyi._embeddings import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANK_MODEL
 
-from ._provider import PROVIDER, native_base_url
+from ._params import (
+    EMBEDDING_PARAMS,
+    RERANK_PARAMS,
+    TongyiEmbeddingDeployModelParameters,
+    TongyiRerankDeployModelParameters,
+)
+from ._provider import native_base_url
 
 # Older DB-GPT releases lack one interface or the other: the classes still work
 # (duck-typed), and importing the chat provider must never fail because of them.
@@ -42,17 +44,11 @@ try:
 except ImportError:  # pragma: no cover - DB-GPT before rerank support
     RerankEmbeddings = object
 
-# DB-GPT 0.7+ only: deploy parameters and the embedding adapter registry.
+# DB-GPT 0.7+ only: the embedding adapter registry.
 try:
     from dbgpt.core import EmbeddingModelMetadata
-    from dbgpt.core.interface.parameter import (
-        EmbeddingDeployModelParameters,
-        RerankerDeployModelParameters,
-    )
     from dbgpt.model.adapter.base import register_embedding_adapter
 except ImportError:  # DB-GPT 0.5/0.6: the classes work, nothing to register with
-    EmbeddingDeployModelParameters = None
-    RerankerDeployModelParameters = None
     register_embedding_adapter = None
 
 __all__ = [
@@ -170,9 +166,9 @@ class TongyiEmbeddings(Embeddings):  # type: ignore[misc]  # DB-GPT ships no typ
     @classmethod
     def param_class(cls) -> Any:
         """The deploy-parameters class of ``[[models.embeddings]]`` entries (0.7+)."""
-        if _EMBEDDING_PARAMS is None:
+        if EMBEDDING_PARAMS is None:
             raise NotImplementedError("deploy parameters need DB-GPT 0.7 or newer")
-        return _EMBEDDING_PARAMS
+        return EMBEDDING_PARAMS
 
     @classmethod
     def from_parameters(cls, parameters: Any) -> "TongyiEmbeddings":
@@ -270,9 +266,9 @@ class TongyiRerankEmbeddings(RerankEmbeddings):  # type: ignore[misc]
     @classmethod
     def param_class(cls) -> Any:
         """The deploy-parameters class of ``[[models.rerankers]]`` entries (0.7+)."""
-        if _RERANK_PARAMS is None:
+        if RERANK_PARAMS is None:
             raise NotImplementedError("deploy parameters need DB-GPT 0.7 or newer")
-        return _RERANK_PARAMS
+        return RERANK_PARAMS
 
     @classmethod
     def from_parameters(cls, parameters: Any) -> "TongyiRerankEmbeddings":
@@ -336,61 +332,7 @@ def _scores(result: aiotongyi.RerankResult, kept: list[int], total: int) -> list
     return scores
 
 
-_EMBEDDING_PARAMS: type | None = None
-_RERANK_PARAMS: type | None = None
-
-
-def _key_field() -> Any:
-    return dataclasses.field(
-        default="${env:DASHSCOPE_API_KEY}",
-        metadata={"help": "The DashScope API key.", "tags": "privacy"},
-    )
-
-
-def _field(help_text: str, default: Any = None) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help_text})
-
-
-if EmbeddingDeployModelParameters is not None and register_embedding_adapter is not None:
-    # typing.Optional, not `X | None`: DB-GPT 0.8's loader only reads typing.Union.
-    @dataclasses.dataclass
-    class TongyiEmbeddingDeployModelParameters(EmbeddingDeployModelParameters):  # type: ignore[misc]
-        """``[[models.embeddings]]`` parameters of the ``proxy/aiotongyi`` provider."""
-
-        provider: str = PROVIDER
-        api_key: Optional[str] = _key_field()  # noqa: UP045
-        api_base: Optional[str] = _field("A native DashScope base URL ending in /api/v1.")  # noqa: UP045
-        api_region: Optional[str] = _field("cn-beijing, ap-southeast-1 (intl), us-east-1, ...")  # noqa: UP045
-        backend: Optional[str] = _field("The DashScope model id, when name is an alias.")  # noqa: UP045
-        dimension: Optional[int] = _field("Vector size (text-embedding-v3/v4).")  # noqa: UP045
-        text_type: Optional[str] = _field("query or document, for every call.")  # noqa: UP045
-        instruct: Optional[str] = _field("A task instruction (text-embedding-v4).")  # noqa: UP045
-        http_proxy: Optional[str] = _field("An HTTP(S) proxy URL.")  # noqa: UP045
-        timeout: Optional[float] = _field("Total seconds per call (no limit when unset).")  # noqa: UP045
-
-        @property
-        def real_provider_model_name(self) -> str:
-            return self.backend or self.name
-
-    @dataclasses.dataclass
-    class TongyiRerankDeployModelParameters(RerankerDeployModelParameters):  # type: ignore[misc]
-        """``[[models.rerankers]]`` parameters of the ``proxy/aiotongyi`` provider."""
-
-        provider: str = PROVIDER
-        api_key: Optional[str] = _key_field()  # noqa: UP045
-        api_base: Optional[str] = _field("A native DashScope base URL ending in /api/v1.")  # noqa: UP045
-        api_region: Optional[str] = _field("cn-beijing, ap-southeast-1 (intl), us-east-1, ...")  # noqa: UP045
-        backend: Optional[str] = _field("The DashScope model id, when name is an alias.")  # noqa: UP045
-        instruct: Optional[str] = _field("A task instruction (qwen3-rerank).")  # noqa: UP045
-        http_proxy: Optional[str] = _field("An HTTP(S) proxy URL.")  # noqa: UP045
-        timeout: Optional[float] = _field("Total seconds per call (no limit when unset).")  # noqa: UP045
-
-        @property
-        def real_provider_model_name(self) -> str:
-            return self.backend or self.name
-
-    _EMBEDDING_PARAMS = TongyiEmbeddingDeployModelParameters
-    _RERANK_PARAMS = TongyiRerankDeployModelParameters
+if EMBEDDING_PARAMS is not None and register_embedding_adapter is not None:
     register_embedding_adapter(
         TongyiEmbeddings,
         supported_models=[
@@ -413,6 +355,3 @@ if EmbeddingDeployModelParameters is not None and register_embedding_adapter is 
             ),
         ],
     )
-else:  # DB-GPT 0.5/0.6: no registry; the names stay importable
-    TongyiEmbeddingDeployModelParameters = None  # type: ignore[misc, assignment]
-    TongyiRerankDeployModelParameters = None  # type: ignore[misc, assignment]
