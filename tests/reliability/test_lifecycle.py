@@ -53,8 +53,8 @@ from .helpers import (
 )
 
 LOOP_THREAD = "aiotongyi-loop"
-#: Every cell must end this fast once it is ended (a generous bound on a busy machine).
-PROMPT_END = 1.0
+#: How soon a call must end once it is ended (seconds).
+WITHIN = 1.0
 
 
 class SignalPolicy(RetryPolicy):
@@ -111,7 +111,7 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[Base
     return thread, result
 
 
-def run_script(script: str, *args: str, timeout: float = 30) -> subprocess.Popen[str]:
+def run_script(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-W", "error", "-c", textwrap.dedent(script), *args],
         stdout=subprocess.PIPE,
@@ -137,7 +137,7 @@ def test_aclose_during_a_retry_backoff_raises_api_connection_error_at_once(
             started = time.monotonic()
             await client.aclose()
             (error,) = await asyncio.gather(task, return_exceptions=True)
-            assert time.monotonic() - started < PROMPT_END
+            assert time.monotonic() - started < WITHIN
             assert type(error) is APIConnectionError, repr(error)
             assert "closed" in str(error)
 
@@ -157,7 +157,7 @@ def test_close_from_another_thread_during_a_sync_backoff_raises_a_typed_error(
         started = time.monotonic()
         client.close()
         thread.join(5)
-        assert time.monotonic() - started < PROMPT_END
+        assert time.monotonic() - started < WITHIN
         assert type(result[0]) is APIConnectionError, repr(result[0])
     assert len(dashscope_emulator.requests) == 1
 
@@ -181,7 +181,7 @@ def test_close_while_a_sync_reader_lags_gives_the_buffered_items_then_a_typed_er
             started = time.monotonic()
             with pytest.raises(StreamInterruptedError) as info:
                 seen.extend(outputs)  # one by one: a failure keeps what came
-            assert time.monotonic() - started < PROMPT_END
+            assert time.monotonic() - started < WITHIN
         assert len(seen) > 2, "the items read ahead are delivered before the error"
         assert info.value.partial == seen[-1]
         assert len(seen) < 200
@@ -248,7 +248,7 @@ def test_a_generator_dropped_in_a_cycle_and_collected_on_the_loop_thread_is_clos
             gc.enable()
         assert hooks.collected_on == LOOP_THREAD
         # Only the trigger call's pooled connection stays: the dropped stream's is closed.
-        assert dashscope_emulator.wait_for_open_connections(1, PROMPT_END)
+        assert dashscope_emulator.wait_for_open_connections(1, WITHIN)
         served = dashscope_emulator.requests
         client.close()
     assert len(served) == 2
@@ -273,7 +273,7 @@ def test_dropped_clients_stop_their_threads_with_one_resource_warning_each(
         assert len(messages) == 3, messages
         assert all(m.startswith("unclosed client TongyiLLMClient(") for m in messages)
         assert all("api_key='k" not in m and dashscope_emulator.api_key not in m for m in messages)
-        assert wait_until(lambda: len(loop_threads()) == before, PROMPT_END)
+        assert wait_until(lambda: len(loop_threads()) == before, WITHIN)
 
 
 DROPPED_CLIENTS_AT_EXIT = """
@@ -372,6 +372,7 @@ class Phase:
         self.warm_up = name == "before_send"
         #: Connections the client may keep pooled: the warm-up's, the 503's.
         self.pooled = int(name in ("before_send", "backoff"))
+        self._since: float | None = None
         self.client_kwargs: dict[str, Any] = {"retry_policy": self.policy}
         replies: list[Reply] = []
         if name == "before_send":  # one request per window: the second waits in the limiter
@@ -393,27 +394,19 @@ class Phase:
         """Whether the call now waits in this phase (polled)."""
         requests = len(self.emulator.requests) - self.warm_up
         if self.name == "before_send":
-            return requests == 0 and _settled(0.1)
+            return requests == 0 and self._polled_for(0.1)  # nothing shows the limiter's wait
         if self.name == "headers":
-            return requests == 1 and _settled(0.05)
+            return requests == 1 and self._polled_for(0.05)
         if self.name == "backoff":
             return self.policy.in_backoff.is_set()
         return len(seen) >= 1
 
-
-_since: dict[str, float] = {}
-
-
-def _settled(after: float) -> bool:
-    """True once ``after`` seconds have passed since it first returned False (per test)."""
-    now = time.monotonic()
-    start = _since.setdefault("start", now)
-    return now - start >= after
-
-
-@pytest.fixture(autouse=True)
-def _reset_settled() -> None:
-    _since.clear()
+    def _polled_for(self, seconds: float) -> bool:
+        """True once ``seconds`` have passed since the first poll that got here."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        return now - self._since >= seconds
 
 
 class Verdict:
@@ -447,7 +440,7 @@ def check_verdict(verdict: Verdict, ender: str, phase: Phase) -> None:
         assert verdict.seen[-1].finish_reason == "stop"
         return
     took = verdict.ended_at - verdict.acted_at
-    assert took < PROMPT_END, f"ended {took:.2f} s after the close"
+    assert took < WITHIN, f"ended {took:.2f} s after the close"
     error = verdict.error
     if phase.name in BEFORE_CONTENT:
         assert type(error) is APIConnectionError, repr(error)
@@ -606,14 +599,14 @@ def test_lifecycle(
                         gc.collect()
                         assert await await_until(
                             lambda: dashscope_emulator.open_connections <= phase.pooled,
-                            PROMPT_END,
+                            WITHIN,
                         ), "the dropped stream's response stays open"
                     if holder:
                         await holder[0].aclose()
                     else:
                         gc.collect()
                     # What the close started on this loop ends on it.
-                    assert await await_until(lambda: len(asyncio.all_tasks()) == 1, PROMPT_END), (
+                    assert await await_until(lambda: len(asyncio.all_tasks()) == 1, WITHIN), (
                         asyncio.all_tasks()
                     )
 
@@ -623,7 +616,7 @@ def test_lifecycle(
                 if verdict.dropped:
                     gc.collect()
                     assert wait_until(
-                        lambda: dashscope_emulator.open_connections <= phase.pooled, PROMPT_END
+                        lambda: dashscope_emulator.open_connections <= phase.pooled, WITHIN
                     ), "the dropped generator's response stays open"
                     if phase.name == "backoff":
                         time.sleep(0.6)  # past the backoff: no retry may come
@@ -638,7 +631,7 @@ def test_lifecycle(
         assert not others, others
         # One warning exactly when the caller dropped a client that held something.
         assert len(resource) == (1 if ender == "gc_client" else 0), resource
-        assert wait_until(lambda: not loop_threads(), PROMPT_END), "a loop thread outlived"
+        assert wait_until(lambda: not loop_threads(), WITHIN), "a loop thread outlived"
     check_verdict(verdict, ender, phase)
     # Sent once, retried only when the backoff ran out; never sent when ended in the limiter.
     sent = 1 + (phase.name == "backoff")
@@ -739,6 +732,6 @@ def test_lifecycle_exit(api: str) -> None:
         assert process.returncode == 0, stderr
         assert stderr == ""
         took = ended - float(stdout)
-        assert took < PROMPT_END, f"exit took {took:.2f} s"
+        assert took < WITHIN, f"exit took {took:.2f} s"
         assert len(emulator.requests) == 5  # the limited call never went out
         assert emulator.wait_for_open_connections(0)
