@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.http import HttpProcessingError
 
 from ._errors import error_from_http_body
 from ._exceptions import (
@@ -46,7 +47,10 @@ __all__ = [
 logger = logging.getLogger("aiotongyi")
 
 #: What aiohttp and the OS raise for a failed exchange (never CancelledError).
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+#: HttpProcessingError: the pure-Python parser (AIOHTTP_NO_EXTENSIONS=1, or no
+#: wheel for the platform) puts a malformed chunk's TransferEncodingError on the
+#: body stream as is, not wrapped in a ClientError.
+TRANSPORT_ERRORS = (aiohttp.ClientError, HttpProcessingError, asyncio.TimeoutError, OSError)
 _MAX_ERROR_BODY = 64 * 1024
 #: A non-stream JSON body may not grow past this (SSE events have the same cap).
 MAX_JSON_BODY = 64 * 1024 * 1024
@@ -162,9 +166,16 @@ class Call:
         """The one place where transport failures and aborts become aiotongyi errors."""
         try:
             yield
-        except asyncio.CancelledError:
+        except TongyiError:
+            # Mapped already by an inner errors() (APITimeoutError is an OSError too):
+            # mapping it again would relabel it, a connect timeout as a read timeout.
+            raise
+        except asyncio.CancelledError as exc:
             if not self._took_back_cancel():
                 raise
+            # It stays as __context__: its traceback holds aiohttp's frames, whose
+            # locals are the request headers (the key among them).
+            scrub(exc)
             raise self._abort_error(progress) from None
         except TRANSPORT_ERRORS as exc:
             if self.reason is not None:
@@ -265,8 +276,8 @@ def _transport_error(exc: BaseException, progress: _HasPartial, call: Call | Non
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientResponseError):
-        text = exc.message  # its str() would add the URL and the request
+    if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError):
+        text = exc.message  # its str() would add the URL and the request, or the code
     else:
         text = str(exc)
     name = type(exc).__name__
