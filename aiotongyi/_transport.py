@@ -561,10 +561,12 @@ async def send(
     *,
     connect_timeout: float | None,
     proxy: str | None,
+    call: Call | None = None,
 ) -> aiohttp.ClientResponse:
     """POST the request; a non-2xx answer is read (bounded) and raised as an ``APIError``.
 
     Transport errors propagate raw: the caller maps them inside :meth:`Call.errors`.
+    ``call``: the call whose idle-read timer an error body's bytes restart.
     """
     loop = session.loop
     started = loop.time()
@@ -586,14 +588,16 @@ async def send(
         (loop.time() - started) * 1000,
     )
     if response.status >= 300:
-        raise await read_error(response, request_id)
+        raise await read_error(response, request_id, call)
     return response
 
 
-async def read_error(response: aiohttp.ClientResponse, request_id: str | None) -> TongyiError:
+async def read_error(
+    response: aiohttp.ClientResponse, request_id: str | None, call: Call | None = None
+) -> TongyiError:
     """The ``APIError`` of a non-2xx answer, from its bounded body; the response is closed."""
     try:
-        raw = await read_body(response, _MAX_ERROR_BODY, truncate=True)
+        raw = await read_body(response, _MAX_ERROR_BODY, truncate=True, call=call)
     except TRANSPORT_ERRORS:
         raw = b""  # the status already tells what happened
     finally:
@@ -615,11 +619,19 @@ def map_transport_error(exc: BaseException, *, total_expired: bool) -> TongyiErr
     return _transport_error(exc, _NO_PROGRESS, None)
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:
-    """The body, at most ``limit`` bytes: cut there, or a ``ProtocolError`` past it."""
+async def read_body(
+    response: aiohttp.ClientResponse, limit: int, *, truncate: bool, call: Call | None = None
+) -> bytes:
+    """The body, at most ``limit`` bytes: cut there, or a ``ProtocolError`` past it.
+
+    Each chunk restarts ``call``'s idle-read timer: ``read`` bounds the silence
+    between bytes, not the time a whole (slowly arriving) body takes.
+    """
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
+        if call is not None:
+            call.last_data = call.loop.time()
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:

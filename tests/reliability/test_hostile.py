@@ -119,7 +119,7 @@ def _forever(make: Callable[[int], bytes], pause: float, *, start: bytes = b"") 
 
 
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-READ = 1.0  # the idle limit of the read cases; the brief's own case uses 2 s (below)
+READ = 0.5  # the idle limit of the read cases; the brief's own case uses 2 s (below)
 
 #: Scripts that must end within ``READ`` + 1 s with a typed error, ``total`` unset.
 #: name -> (script, text of the partial the error must keep, or None)
@@ -210,6 +210,22 @@ def _check_typed(error: BaseException | None, seen: list[str], partial: str | No
 
 
 # -- item 1: the read promise, on both parsers ------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["generate", "sync_stream", "sync_generate"])
+def test_the_read_promise_holds_in_every_call_form(form: str, parser: str) -> None:
+    script = _then(head() + chunk(FIRST), 0.2, b"zz\r\n", "hold")
+    with serving(script) as server:
+        client = _client(server.base_url, Timeout(read=1, total=None))
+        started = time.monotonic()
+        try:
+            with pytest.raises(TongyiError) as info:
+                _call_form(form, client)
+        finally:
+            client.close()
+    assert time.monotonic() - started < 1 + 1
+    partial = info.value.partial
+    assert partial is not None and partial.text == "hello"
 
 
 async def test_a_malformed_chunk_after_content_cannot_defeat_read_timeout(parser: str) -> None:
@@ -585,7 +601,7 @@ def _assert_no_secret(error: BaseException, extra: list[str]) -> None:
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_the_key_is_in_no_object_reachable_from_the_error(
-    case: str, form: str, debug_logs: list[str]
+    case: str, form: str, parser: str, debug_logs: list[str]
 ) -> None:
     with serving(MALFORMED[case]) as server:
         client = _client(server.base_url, Timeout(connect=1, read=0.3, total=5))
@@ -662,3 +678,57 @@ async def test_a_connect_timeout_is_not_relabelled_a_read_timeout(
     finally:
         await client.aclose()
     assert not isinstance(info.value.__context__, TongyiError)
+
+
+# -- beyond the list: a slow whole body is not silence ----------------------------------------
+
+CHAT_JSON = (
+    b'{"output":{"choices":[{"message":{"content":"slow","role":"assistant"},'
+    b'"finish_reason":"stop"}]},"usage":{"input_tokens":1,"output_tokens":1,'
+    b'"total_tokens":2},"request_id":"rid-hostile"}'
+)
+EMBED_JSON = (
+    b'{"output":{"embeddings":[{"text_index":0,"embedding":[0.25,0.5]}]},'
+    b'"usage":{"total_tokens":1},"request_id":"rid-hostile"}'
+)
+ERROR_JSON = b'{"code":"InternalError","message":"slowly broken","request_id":"rid-hostile"}'
+
+
+def _slow_body(status: str, body: bytes, seconds: float) -> Script:
+    """A whole JSON reply whose body arrives in pieces spread over ``seconds``."""
+    pieces = 6
+
+    async def script(conn: Conn) -> None:
+        await conn.read_request()
+        length = (("Content-Length", str(len(body))),)
+        await conn.send(head(status, "application/json", chunked=False, extra=length))
+        step = -(-len(body) // pieces)
+        for start in range(0, len(body), step):
+            await asyncio.sleep(seconds / pieces)
+            await conn.send(body[start : start + step])
+        await conn.hold()
+
+    return script
+
+
+@pytest.mark.parametrize("form", ["generate", "embed", "error"])
+async def test_a_json_body_that_keeps_coming_outlives_read(form: str) -> None:
+    """``read`` is silence between bytes: a body arriving for 3 x ``read`` is read whole."""
+    status, body = {
+        "generate": ("200 OK", CHAT_JSON),
+        "embed": ("200 OK", EMBED_JSON),
+        "error": ("500 Internal Server Error", ERROR_JSON),
+    }[form]
+    with serving(_slow_body(status, body, 1.8)) as server:
+        client = _client(server.base_url, Timeout(connect=1, read=0.6, total=10))
+        try:
+            if form == "generate":
+                assert (await client.generate("hi")).text == "slow"
+            elif form == "embed":
+                assert (await client.embed("hi")).vectors == ((0.25, 0.5),)
+            else:
+                with pytest.raises(TongyiError, match="slowly broken") as info:
+                    await client.generate("hi")
+                assert info.value.status_code == 500
+        finally:
+            await client.aclose()
