@@ -195,6 +195,7 @@ async def _produce(
                     deadline=call.deadline,
                     max_retries=policy.max_retries,
                     cache=cache_for(context.sessions),  # shared with with_options siblings
+                    call=call,
                 )
                 call.reading = True
                 call.last_data = call.loop.time()

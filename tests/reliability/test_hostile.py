@@ -732,3 +732,50 @@ async def test_a_json_body_that_keeps_coming_outlives_read(form: str) -> None:
                 assert info.value.status_code == 500
         finally:
             await client.aclose()
+
+
+# -- beyond the list: the upload of a local file is a call like any other -----------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def _upload_call(client: TongyiLLMClient, path: Path) -> Awaitable[Any]:
+    message = {"role": "user", "content": [{"image": str(path)}, {"text": "?"}]}
+    return client.generate([message], model="qwen-vl-max", upload=True)
+
+
+UPLOAD_CASES: dict[str, tuple[Script, type[TongyiError]]] = {
+    # the policy reply: one chunk, a malformed chunk size, then silence
+    "policy_bad_chunk": (
+        _then(head(content_type="application/json") + chunk(b'{"data": {'), 0.2, b"zz\r\n"),
+        TongyiError,  # a timeout (C parser) or a broken body (Python),
+    ),
+    "policy_headers_then_silence": (_then(head(content_type="application/json")), APITimeoutError),
+    "policy_flood": (_json_flood(70 << 20), ProtocolError),
+    "policy_401": (
+        _then(_with_body("401 Unauthorized", b'{"code":"InvalidApiKey","message":"no"}')),
+        TongyiError,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UPLOAD_CASES))
+async def test_an_upload_policy_request_keeps_every_promise(
+    case: str, parser: str, tmp_path: Path
+) -> None:
+    """The policy request of an upload: bounded by ``read``, capped, and the key unreachable."""
+    script, expected = UPLOAD_CASES[case]
+    image = tmp_path / "a.png"
+    image.write_bytes(PNG)
+    with serving(script) as server:
+        client = _client(server.base_url, Timeout(connect=1, read=READ, total=None))
+        started = time.monotonic()
+        try:
+            with pytest.raises(expected) as info:
+                await asyncio.wait_for(_upload_call(client, image), 10)
+        finally:
+            await client.aclose()
+        assert b"getPolicy" in server.requests[0]
+    if case != "policy_flood":
+        assert time.monotonic() - started < READ + 1
+    _assert_no_secret(info.value, [])
