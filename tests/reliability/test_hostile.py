@@ -779,3 +779,35 @@ async def test_an_upload_policy_request_keeps_every_promise(
     if case != "policy_flood":
         assert time.monotonic() - started < READ + 1
     _assert_no_secret(info.value, [])
+
+
+# -- beyond the list: a compression bomb is capped after decompression ----------------------
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """256 MiB of zeros, gzip-compressed to about 250 KB."""
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = b"\0" * (1 << 24)
+    return b"".join(compressor.compress(zeros) for _ in range(16)) + compressor.flush()
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/event-stream"])
+async def test_a_gzip_bomb_is_a_protocol_error(content_type: str, gzip_bomb: bytes) -> None:
+    extra = (("Content-Encoding", "gzip"), ("Content-Length", str(len(gzip_bomb))))
+    script = _then(head(content_type=content_type, chunked=False, extra=extra) + gzip_bomb)
+    gc.collect()
+    measured = reset_peak_rss()
+    before = rss_bytes()
+    with serving(script) as server:
+        client = _client(server.base_url, Timeout(connect=1, read=5, total=30))
+        try:
+            with pytest.raises(ProtocolError, match=r"larger than|grew past"):
+                await client.generate("hi")
+        finally:
+            await client.aclose()
+    if measured:
+        growth = peak_rss_bytes() - before
+        assert growth < 140 << 20, f"peak RSS grew by {growth >> 20} MiB"
