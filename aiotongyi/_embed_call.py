@@ -86,10 +86,11 @@ async def post_json(
                 headers,
                 connect_timeout=timeout.connect,
                 proxy=context.proxy,
+                call=call,
             )
             progress.request_id = response.headers.get("x-request-id")
             try:
-                raw = await read_body(response, MAX_JSON_BODY, truncate=False)
+                raw = await read_body(response, MAX_JSON_BODY, truncate=False, call=call)
             except BaseException:  # a cut body or a cancelled call: drop the connection
                 response.close()
                 raise

@@ -195,6 +195,7 @@ async def _produce(
                     deadline=call.deadline,
                     max_retries=policy.max_retries,
                     cache=cache_for(context.sessions),  # shared with with_options siblings
+                    call=call,
                 )
                 call.reading = True
                 call.last_data = call.loop.time()
@@ -270,6 +271,7 @@ async def _attempt(
             context.headers_for(request),
             connect_timeout=connect_timeout,
             proxy=context.proxy,
+            call=call,
         )
         accumulator.request_id = response.headers.get("x-request-id")
         if observer is not None:
@@ -282,7 +284,7 @@ async def _attempt(
                     async for batch in batches:
                         yield batch
             elif "json" in content_type:
-                batch = await _json_reply(response, accumulator)
+                batch = await _json_reply(response, accumulator, call)
                 if batch:
                     yield batch
             else:
@@ -308,11 +310,20 @@ async def _sse_reply(
     feed = decoder.feed
     add = accumulator.add_event
     clock = call.loop.time
+    read = response.content.readany
     batch: _Batch = []
     try:
-        async for chunk in response.content.iter_any():
+        while True:
+            # Stopped while the caller held an output: checked before reading, as
+            # the close may have taken the connection (aiohttp would raise a bare
+            # RuntimeError), and after, as buffered bytes must not outlive a timeout.
+            if call.reason is not None:
+                call.check(accumulator)
+            chunk = await read()
+            if not chunk:
+                break
             call.last_data = clock()
-            if call.reason is not None:  # stopped while the caller held an output
+            if call.reason is not None:
                 call.check(accumulator)
             for event in feed(chunk):
                 batch += add(event)
@@ -335,6 +346,8 @@ async def _sse_reply(
         yield batch
 
 
-async def _json_reply(response: aiohttp.ClientResponse, accumulator: Accumulator) -> _Batch:
+async def _json_reply(
+    response: aiohttp.ClientResponse, accumulator: Accumulator, call: Call
+) -> _Batch:
     """A non-stream JSON reply to a stream request is the single final frame."""
-    return accumulator.add_body(await read_body(response, MAX_JSON_BODY, truncate=False))
+    return accumulator.add_body(await read_body(response, MAX_JSON_BODY, truncate=False, call=call))

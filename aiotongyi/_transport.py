@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.http import HttpProcessingError
 
 from ._errors import error_from_http_body
 from ._exceptions import (
@@ -46,7 +47,10 @@ __all__ = [
 logger = logging.getLogger("aiotongyi")
 
 #: What aiohttp and the OS raise for a failed exchange (never CancelledError).
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+#: HttpProcessingError: the pure-Python parser (AIOHTTP_NO_EXTENSIONS=1, or no
+#: wheel for the platform) puts a malformed chunk's TransferEncodingError on the
+#: body stream as is, not wrapped in a ClientError.
+TRANSPORT_ERRORS = (aiohttp.ClientError, HttpProcessingError, asyncio.TimeoutError, OSError)
 _MAX_ERROR_BODY = 64 * 1024
 #: A non-stream JSON body may not grow past this (SSE events have the same cap).
 MAX_JSON_BODY = 64 * 1024 * 1024
@@ -162,9 +166,16 @@ class Call:
         """The one place where transport failures and aborts become aiotongyi errors."""
         try:
             yield
-        except asyncio.CancelledError:
+        except TongyiError:
+            # Mapped already by an inner errors() (APITimeoutError is an OSError too):
+            # mapping it again would relabel it, a connect timeout as a read timeout.
+            raise
+        except asyncio.CancelledError as exc:
             if not self._took_back_cancel():
                 raise
+            # It stays as __context__: its traceback holds aiohttp's frames, whose
+            # locals are the request headers (the key among them).
+            scrub(exc)
             raise self._abort_error(progress) from None
         except TRANSPORT_ERRORS as exc:
             if self.reason is not None:
@@ -265,8 +276,8 @@ def _transport_error(exc: BaseException, progress: _HasPartial, call: Call | Non
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientResponseError):
-        text = exc.message  # its str() would add the URL and the request
+    if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError):
+        text = exc.message  # its str() would add the URL and the request, or the code
     else:
         text = str(exc)
     name = type(exc).__name__
@@ -444,7 +455,9 @@ class SessionRegistry:
             raise APIConnectionError("the client was closed before the call started")
         return current
 
-    def close(self, *, wait: float | None) -> list[Future[None] | asyncio.Task[None]]:
+    def close(
+        self, *, wait: float | None, leave_running: bool = False
+    ) -> list[Future[None] | asyncio.Task[None]]:
         """Close every session; returns what still runs on this loop or on other threads' loops.
 
         The four cases of a session's loop, written once: the current loop gets
@@ -455,6 +468,8 @@ class SessionRegistry:
 
         :param wait: seconds to wait for sessions on loops running in other
             threads, when called outside any running loop; ``None`` not to wait.
+        :param leave_running: leave the sessions of loops running in other
+            threads to those loops (at interpreter exit: see ``Resources.release``).
         """
         self.is_closed = True
         with self._lock:
@@ -476,7 +491,8 @@ class SessionRegistry:
                 task.add_done_callback(self._closing_tasks.discard)
                 pending.append(task)
             elif loop.is_running():
-                pending.append(_submit(loop_session.close(), loop))
+                if not leave_running:
+                    pending.append(_submit(loop_session.close(), loop))
             elif current is None:
                 try:
                     loop.run_until_complete(loop_session.close())
@@ -550,10 +566,12 @@ async def send(
     *,
     connect_timeout: float | None,
     proxy: str | None,
+    call: Call | None = None,
 ) -> aiohttp.ClientResponse:
     """POST the request; a non-2xx answer is read (bounded) and raised as an ``APIError``.
 
     Transport errors propagate raw: the caller maps them inside :meth:`Call.errors`.
+    ``call``: the call whose idle-read timer an error body's bytes restart.
     """
     loop = session.loop
     started = loop.time()
@@ -575,14 +593,16 @@ async def send(
         (loop.time() - started) * 1000,
     )
     if response.status >= 300:
-        raise await read_error(response, request_id)
+        raise await read_error(response, request_id, call)
     return response
 
 
-async def read_error(response: aiohttp.ClientResponse, request_id: str | None) -> TongyiError:
+async def read_error(
+    response: aiohttp.ClientResponse, request_id: str | None, call: Call | None = None
+) -> TongyiError:
     """The ``APIError`` of a non-2xx answer, from its bounded body; the response is closed."""
     try:
-        raw = await read_body(response, _MAX_ERROR_BODY, truncate=True)
+        raw = await read_body(response, _MAX_ERROR_BODY, truncate=True, call=call)
     except TRANSPORT_ERRORS:
         raw = b""  # the status already tells what happened
     finally:
@@ -604,11 +624,19 @@ def map_transport_error(exc: BaseException, *, total_expired: bool) -> TongyiErr
     return _transport_error(exc, _NO_PROGRESS, None)
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:
-    """The body, at most ``limit`` bytes: cut there, or a ``ProtocolError`` past it."""
+async def read_body(
+    response: aiohttp.ClientResponse, limit: int, *, truncate: bool, call: Call | None = None
+) -> bytes:
+    """The body, at most ``limit`` bytes: cut there, or a ``ProtocolError`` past it.
+
+    Each chunk restarts ``call``'s idle-read timer: ``read`` bounds the silence
+    between bytes, not the time a whole (slowly arriving) body takes.
+    """
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
+        if call is not None:
+            call.last_data = call.loop.time()
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:

@@ -40,7 +40,16 @@ from ._media import LocalFile
 from ._models import Timeout
 from ._request import PreparedRequest, finish_uploads
 from ._retry import retry_delay, should_retry
-from ._transport import TRANSPORT_ERRORS, map_transport_error, read_error, scrub
+from ._transport import (
+    MAX_JSON_BODY,
+    TRANSPORT_ERRORS,
+    Call,
+    SecretHeaders,
+    map_transport_error,
+    read_body,
+    read_error,
+    scrub,
+)
 
 __all__ = ["POLICY_PATH", "URL_LIFETIME", "UploadCache", "cache_for", "resolve_uploads"]
 
@@ -63,6 +72,8 @@ _POLICY_FIELDS = (
     "x_oss_object_acl",
     "x_oss_forbid_overwrite",
 )
+#: How much of OSS's success reply is read (it is not used).
+_OSS_REPLY_BYTES = 64 * 1024
 # Headers of the chat request that mean nothing to the policy endpoint.
 _CHAT_ONLY = frozenset(
     {"content-type", "accept", "x-dashscope-sse", "x-dashscope-ossresourceresolve"}
@@ -170,6 +181,7 @@ async def resolve_uploads(
     deadline: float | None,
     max_retries: int,
     cache: UploadCache,
+    call: Call | None = None,
 ) -> PreparedRequest:
     """Upload ``request.uploads`` (or reuse earlier uploads) and finish the request.
 
@@ -177,6 +189,8 @@ async def resolve_uploads(
         workspace, the caller's extras); the policy request sends them, OSS gets
         none of them.
     :param deadline: the call's total deadline on the running loop's clock.
+    :param call: the call whose idle-read timer covers the waits for the
+        service (the policy request, each reply's body), not the file's upload.
     :raises APIError: the policy endpoint or OSS said no (OSS's error code kept).
     :raises APIConnectionError: a connection failed or timed out after the retries.
     :raises ProtocolError: the policy reply was not what the protocol says.
@@ -184,12 +198,9 @@ async def resolve_uploads(
     """
     if not request.uploads:
         return request
-    merged = {name.lower(): (name, value) for name, value in headers.items()}
-    merged.update((name.lower(), (name, value)) for name, value in request.headers.items())
-    api_headers = {name: value for key, (name, value) in merged.items() if key not in _CHAT_ONLY}
-    api_headers["Accept"] = "application/json; charset=utf-8"  # the SDK's, exactly
+    api_headers = _policy_headers(headers, request.headers)
     uploader = _Uploader(
-        session, base_url, api_headers, proxy, timeout, deadline, max_retries, request.model
+        session, base_url, api_headers, proxy, timeout, deadline, max_retries, request.model, call
     )
     account = _account(base_url, api_headers)
     urls: dict[LocalFile, str] = {}
@@ -203,6 +214,21 @@ async def resolve_uploads(
             logger.debug("reusing the upload of %s: %s", file.name, url)
         urls[file] = url
     return finish_uploads(request, urls)
+
+
+def _policy_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> SecretHeaders:
+    """The chat headers the policy request sends, with the SDK's ``Accept``.
+
+    A function of its own, returning a masked mapping: a frame that stays on an
+    error's traceback (the caller's) must hold no plain copy of the key.
+    """
+    merged = {name.lower(): (name, value) for name, value in headers.items()}
+    merged.update((name.lower(), (name, value)) for name, value in extra.items())
+    api_headers = SecretHeaders(
+        {name: value for key, (name, value) in merged.items() if key not in _CHAT_ONLY}
+    )
+    api_headers["Accept"] = "application/json; charset=utf-8"  # the SDK's, exactly
+    return api_headers
 
 
 def _account(base_url: str, headers: Mapping[str, str]) -> str:
@@ -262,7 +288,9 @@ class _Uploader:
         deadline: float | None,
         max_retries: int,
         model: str,
+        call: Call | None = None,
     ) -> None:
+        self._call = call
         self._session = session
         self._base_url = base_url
         self._headers = headers
@@ -324,6 +352,10 @@ class _Uploader:
     async def _get_policy(self) -> _Policy:
         url = self._base_url + POLICY_PATH
         started = self._loop.time()
+        call = self._call
+        if call is not None:  # waiting for the service: its silence counts (aiohttp's
+            call.reading = True  # sock_read alone can be defeated by a malformed chunk)
+            call.last_data = started
         try:
             async with self._session.get(
                 url,
@@ -335,10 +367,13 @@ class _Uploader:
             ) as response:
                 request_id = response.headers.get("x-request-id")
                 if response.status >= 300:
-                    raise await read_error(response, request_id)
-                body = await response.read()
+                    raise await read_error(response, request_id, call)
+                body = await read_body(response, MAX_JSON_BODY, truncate=False, call=call)
         except TRANSPORT_ERRORS as exc:
             raise self._transport_error(exc) from scrub(exc)
+        finally:
+            if call is not None:
+                call.reading = False
         return _parse_policy(body, request_id, started)
 
     async def _post(self, policy: _Policy, file: LocalFile) -> str:
@@ -372,7 +407,16 @@ class _Uploader:
             ) as response:
                 if response.status >= 300:
                     raise await _oss_error(response, file.name)
-                await response.read()
+                # The reply is not used: read a bounded part, under the idle-read timer.
+                call = self._call
+                if call is not None:
+                    call.reading = True
+                    call.last_data = self._loop.time()
+                try:
+                    await read_body(response, _OSS_REPLY_BYTES, truncate=True, call=call)
+                finally:
+                    if call is not None:
+                        call.reading = False
         except TRANSPORT_ERRORS as exc:
             raise self._transport_error(exc) from scrub(exc)
         finally:
