@@ -207,7 +207,9 @@ class Accumulator:
             if self.is_complete:
                 return self._ignore("an error frame")
             raise self._error(frame, event.status)
-        return self.add_frame(frame, event.status)
+        # The output keeps the frame's bytes, decoded again only if ``raw`` is read:
+        # bytes are one untracked object where the decoded frame is dozens of them.
+        return self.add_frame(frame, event.status, raw=event.data)
 
     def add_body(self, body: bytes) -> list[ModelOutput]:
         """Outputs for a whole non-stream JSON reply (the single, final frame).
@@ -217,8 +219,10 @@ class Accumulator:
         """
         return self.add_event(SSEEvent("result", body))
 
-    def add_frame(self, frame: dict[str, Any], status: int | None = None) -> list[ModelOutput]:
-        """Outputs for one decoded JSON frame."""
+    def add_frame(
+        self, frame: dict[str, Any], status: int | None = None, *, raw: bytes | None = None
+    ) -> list[ModelOutput]:
+        """Outputs for one decoded JSON frame (``raw``: its JSON text, if at hand)."""
         if self.is_complete and self._closed(frame):
             return self._after_finish(frame)
         request_id = frame.get("request_id")
@@ -245,7 +249,7 @@ class Accumulator:
                 self._take_output_extras(output)
             outputs = []
             for choice in choices:
-                produced = self._add_choice(choice, frame)
+                produced = self._add_choice(choice, frame if raw is None else raw)
                 if produced is not None:
                     outputs.append(produced)
         except _SHAPE_ERRORS as exc:
@@ -287,7 +291,9 @@ class Accumulator:
         )
         return []
 
-    def _add_choice(self, choice: dict[str, Any], frame: dict[str, Any]) -> ModelOutput | None:
+    def _add_choice(
+        self, choice: dict[str, Any], raw: dict[str, Any] | bytes
+    ) -> ModelOutput | None:
         index = choice.get("index", 0)
         state = self._choices.get(index)
         if state is None:
@@ -329,19 +335,20 @@ class Accumulator:
         if not (delta or thinking_delta or tools_changed or new_finish or parts_changed):
             return None
         text = state.text
-        thinking = state.thinking
         fields: dict[str, Any] = {
             "_text_at": (text, text.length),
             "delta": delta,
-            "_thinking_at": (thinking, thinking.length),
             "thinking_delta": thinking_delta,
             "finish_reason": finish,
             "usage": self._usage,
             "request_id": self.request_id,
             "model": self._model,
             "index": index,
-            "_raw_at": frame,
+            "_raw_at": raw,
         }
+        thinking = state.thinking
+        if thinking.length:  # no thinking yet: the class default ""
+            fields["_thinking_at"] = (thinking, thinking.length)
         # Fields left out keep their class defaults (error_code 0, no tool calls, ...).
         log = state.tool_log
         if log is not None:
