@@ -40,7 +40,27 @@ __all__ = ["Accumulator", "ToolCallLog"]
 logger = logging.getLogger("aiotongyi")
 
 _NO_FINISH = (None, "null", "")
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode_json = _decoder.decode
+_scan_json = _decoder.scan_once
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` of a frame, without its two whitespace regex matches.
+
+    Frames are compact JSON: the scanner alone reads them; anything else
+    (surrounding whitespace, trailing data, invalid JSON) goes through the
+    full decoder, which accepts it or raises its usual ``ValueError``.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return _decode_json(text)
+    if end != len(text):
+        return _decode_json(text)
+    return value
+
+
 _NO_TOOLS: tuple[ToolCall, ...] = ()
 # Any failure while reading a frame's shape is the frame's fault, not ours.
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, RecursionError)
@@ -193,7 +213,7 @@ class Accumulator:
         """Outputs for one SSE event; raises the error an ``event:error`` carries."""
         try:
             # str input skips json.loads' encoding sniffing; bad UTF-8 is a ValueError too
-            frame = _decode_json(event.data.decode())
+            frame = _loads(event.data.decode())
         except (ValueError, RecursionError) as exc:
             if self.is_complete:
                 return self._ignore("an undecodable frame")
@@ -223,7 +243,7 @@ class Accumulator:
         self, frame: dict[str, Any], status: int | None = None, *, raw: bytes | None = None
     ) -> list[ModelOutput]:
         """Outputs for one decoded JSON frame (``raw``: its JSON text, if at hand)."""
-        if self.is_complete and self._closed(frame):
+        if self._open == 0 and self._choices and self._closed(frame):  # is_complete, inlined
             return self._after_finish(frame)
         request_id = frame.get("request_id")
         if request_id and type(request_id) is str:
