@@ -42,7 +42,7 @@ logger = logging.getLogger("aiotongyi")
 _NO_FINISH = (None, "null", "")
 _decoder = json.JSONDecoder()
 _decode_json = _decoder.decode
-_scan_json = _decoder.scan_once
+_scan_json = _decoder.scan_once  # type: ignore[attr-defined]  # set in __init__, untyped
 
 
 def _loads(text: str) -> Any:
