@@ -227,9 +227,11 @@ class Accumulator:
             if self.is_complete:
                 return self._ignore("an error frame")
             raise self._error(frame, event.status)
-        # The output keeps the frame's bytes, decoded again only if ``raw`` is read:
-        # bytes are one untracked object where the decoded frame is dozens of them.
-        return self.add_frame(frame, event.status, raw=event.data)
+        # An incremental frame's output keeps the frame's bytes, decoded again only
+        # if ``raw`` is read: one untracked object where the decoded frame is
+        # dozens.  A snapshot frame keeps its dict: its text, the bulk of it, is
+        # the very string the output's text is, where the bytes would be a copy.
+        return self.add_frame(frame, event.status, raw=event.data if self._incremental else None)
 
     def add_body(self, body: bytes) -> list[ModelOutput]:
         """Outputs for a whole non-stream JSON reply (the single, final frame).
