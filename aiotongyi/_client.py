@@ -28,9 +28,10 @@ from ._config import (
 from ._context import CallContext, CallOptions
 from ._embeddings import EmbeddingResult, RerankResult
 from ._exceptions import AuthenticationError
-from ._hooks import Hooks, observer_factory
+from ._hooks import Hooks
 from ._lifecycle import ClientState, Resources
 from ._models import ModelOutput, Timeout
+from ._observe import observer_factory
 from ._ratelimit import RateLimiter
 from ._request import PreparedRequest, RequestLike, prepare_request
 from ._retry import RetryPolicy

@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
 
 from ._context import CallContext
 from ._embeddings import (
@@ -35,6 +35,7 @@ from ._embeddings import (
 from ._errors import error_from_payload
 from ._exceptions import ProtocolError, TongyiError
 from ._models import Timeout
+from ._request import PreparedRequest
 from ._transport import MAX_JSON_BODY, Call, SecretHeaders, read_body, send
 
 __all__ = ["MAX_CONCURRENT_PARTS", "embed", "post_json", "rerank"]
@@ -55,6 +56,7 @@ class _Part(Protocol):
 
 _P = TypeVar("_P", bound=_Part)
 _R = TypeVar("_R")
+_A = TypeVar("_A")
 
 
 async def post_json(
@@ -151,7 +153,10 @@ async def embed(
         payload, request_id = await _with_retries(context, EMBEDDING_PATH, part.body, budget)
         return parse_embeddings(payload, part, plan), request_id
 
-    results = await _run_parts(plan.parts, one, concurrency)
+    results = await _observed(
+        context, "embeddings", plan.model, EMBEDDING_PATH, plan.parts[0].body,
+        _run_parts(plan.parts, one, concurrency),
+    )  # fmt: skip
     return merge_embeddings(
         plan, [answer for answer, _ in results], [rid for _, rid in results if rid]
     )
@@ -184,8 +189,39 @@ async def rerank(
         payload, request_id = await _with_retries(context, RERANK_PATH, part.body, budget)
         return parse_rerank(payload, part), request_id
 
-    results = await _run_parts(plan.parts, one, concurrency)
+    results = await _observed(
+        context, "rerank", plan.model, RERANK_PATH, plan.parts[0].body,
+        _run_parts(plan.parts, one, concurrency),
+    )  # fmt: skip
     return merge_rerank(plan, [answer for answer, _ in results], [rid for _, rid in results if rid])
+
+
+async def _observed(
+    context: CallContext,
+    operation: str,
+    model: str,
+    path: str,
+    body: bytes,
+    parts: Coroutine[Any, Any, list[tuple[_A, str | None]]],
+) -> list[tuple[_A, str | None]]:
+    """Run the parts as one observed call: one span, one rate-limit reservation."""
+    if context.observe is None:
+        return await parts
+    described = PreparedRequest(model, path, body, incremental=False, timeout=None)
+    observer = context.observe(described, operation, stream=False)
+    try:
+        await observer.request(0)
+        results = await parts
+    except BaseException as error:
+        if isinstance(error, TongyiError):
+            observer.failed(error)
+        observer.end(None, error, cancelled=isinstance(error, asyncio.CancelledError))
+        raise
+    finally:
+        parts.close()  # never started when the rate limiter refused: no warning
+    observer.response(200, next((rid for _, rid in results if rid), None))
+    observer.end(None)
+    return results
 
 
 class _Budget:

@@ -18,15 +18,13 @@ nothing per call or per frame.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import json
 import logging
-import os
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._callinfo import CallInfo
 from ._exceptions import APIError, TongyiError
 from ._retry import retry_after
 
@@ -38,79 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["CallInfo", "CallObserver", "Hooks", "ObserverFactory"]
 
 logger = logging.getLogger("aiotongyi")
-
-
-class CallInfo:
-    """One call, as hooks see it (the same object from ``on_request`` to ``on_end``).
-
-    :ivar operation: ``"chat"`` (``"embeddings"`` for embedding calls).
-    :ivar stream: whether the answer is streamed (chat calls always are).
-    :ivar model: the model the request names.
-    :ivar base_url: the endpoint's ``.../api/v1`` base URL.
-    :ivar context: the :mod:`contextvars` context of the code that made the
-        call (captured in the calling thread, also for the sync API): run
-        code in it with ``call.context.run(func)``.
-    :ivar attempt: the current attempt, ``0`` for the first.
-    :ivar started: :func:`time.perf_counter` when the first request was about
-        to be sent (before any rate-limit wait).
-    :ivar request_id: DashScope's request id of the latest response.
-    :ivar output: on ``on_end``: the last :class:`~aiotongyi.ModelOutput`, or ``None``.
-    :ivar error: on ``on_end``: the exception the call ended with, or ``None``.
-    :ivar closed_early: on ``on_end``: the caller stopped before the end (not an error).
-    :ivar cancelled: on ``on_end``: the task consuming the stream was cancelled.
-    :ivar data: a dict for hooks to keep per-call state in (key it by your hook).
-    """
-
-    def __init__(
-        self, operation: str, model: str, body: bytes, base_url: str, stream: bool = True
-    ) -> None:
-        self.operation = operation
-        self.stream = stream
-        self.model = model
-        self.base_url = base_url
-        self.context = contextvars.copy_context()
-        self.attempt = 0
-        self.started = 0.0
-        self.request_id: str | None = None
-        self.output: ModelOutput | None = None
-        self.error: BaseException | None = None
-        self.closed_early = False
-        self.cancelled = False
-        self.data: dict[object, Any] = {}
-        self._body = body
-        self._decoded: dict[str, Any] | None = None
-
-    @property
-    def body(self) -> Mapping[str, Any]:
-        """The JSON body sent (``model``, ``input``, ``parameters``), decoded on first use."""
-        if self._decoded is None:
-            decoded = json.loads(self._body)
-            self._decoded = decoded if isinstance(decoded, dict) else {}
-        return self._decoded
-
-    @property
-    def parameters(self) -> Mapping[str, Any]:
-        """The request's ``parameters`` object."""
-        params = self.body.get("parameters")
-        return params if isinstance(params, Mapping) else {}
-
-    @property
-    def messages(self) -> Sequence[Mapping[str, Any]]:
-        """The request's messages."""
-        body_input = self.body.get("input")
-        messages = body_input.get("messages") if isinstance(body_input, Mapping) else None
-        return messages if isinstance(messages, list) else []
-
-    @property
-    def body_size(self) -> int:
-        """The size of the encoded request body in bytes."""
-        return len(self._body)
-
-    def __repr__(self) -> str:
-        return (
-            f"CallInfo(operation={self.operation!r}, model={self.model!r}, "
-            f"attempt={self.attempt}, request_id={self.request_id!r})"
-        )
 
 
 class Hooks:
@@ -291,56 +216,3 @@ class CallObserver:
             self.end(last, exc)
             raise
         self.end(last)
-
-
-_TELEMETRY_ENV = "AIOTONGYI_TELEMETRY"
-_MISSING_OTEL = (
-    "telemetry needs the OpenTelemetry API: pip install 'aiotongyi[otel]' "
-    f"(or leave telemetry off: telemetry=False, {_TELEMETRY_ENV} unset)"
-)
-
-
-def telemetry_wanted(telemetry: bool | None) -> bool:
-    """``telemetry``, or the ``AIOTONGYI_TELEMETRY`` environment variable when ``None``."""
-    if telemetry is None:
-        return os.environ.get(_TELEMETRY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-    if not isinstance(telemetry, bool):
-        raise ValueError(f"telemetry must be True, False or None, not {telemetry!r}")
-    return telemetry
-
-
-def observer_factory(
-    *,
-    base_url: str,
-    hooks: Hooks | Sequence[Hooks] | None,
-    telemetry: bool | None,
-    tracer_provider: object | None,
-    meter_provider: object | None,
-    rate_limit: RateLimiter | None,
-) -> ObserverFactory | None:
-    """The client's per-call observer maker, or ``None`` when nothing observes calls.
-
-    :raises ValueError: for hooks that are not :class:`Hooks` or a bad ``rate_limit``.
-    :raises ImportError: when telemetry is on without ``aiotongyi[otel]``.
-    """
-    from ._ratelimit import RateLimiter
-
-    if hooks is None:
-        chosen: list[Hooks] = []
-    elif isinstance(hooks, Hooks):
-        chosen = [hooks]
-    else:
-        chosen = list(hooks)
-    if not all(isinstance(hook, Hooks) for hook in chosen):
-        raise ValueError("hooks must be an aiotongyi.Hooks instance or a sequence of them")
-    if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
-        raise ValueError(f"rate_limit must be an aiotongyi.RateLimiter, not {rate_limit!r}")
-    if telemetry_wanted(telemetry):
-        try:
-            from ._telemetry import TelemetryHooks
-        except ImportError as exc:
-            raise ImportError(_MISSING_OTEL) from exc
-        chosen.insert(0, TelemetryHooks(tracer_provider, meter_provider))  # type: ignore[arg-type]
-    if not chosen and rate_limit is None:
-        return None
-    return ObserverFactory(chosen, rate_limit, base_url)

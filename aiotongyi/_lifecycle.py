@@ -88,7 +88,12 @@ class Resources:
             self.loop_thread.exiting = True
         wait = _EXIT_WAIT if exiting else None
         try:
-            self.sessions.close(wait=wait)
+            # At exit, a loop still running in another thread is a daemon's
+            # (threading joined the others before finalisers run): closing its
+            # session would wake its calls with errors that thread then prints.
+            # Ours stops below (asyncio.run's teardown closes its session); a
+            # caller's dies with the interpreter, like the sync callers left asleep.
+            self.sessions.close(wait=wait, leave_running=exiting)
             self.loop_thread.stop(wait=None if self.loop_thread.in_loop_thread() else wait)
         finally:
             self.state = ClientState.CLOSED

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from ._exceptions import RateLimitError
 
 if TYPE_CHECKING:
-    from ._hooks import CallInfo
+    from ._callinfo import CallInfo
 
 __all__ = [
     "InMemoryRateLimitBackend",

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ._cli import DIM, RESET, Printer, describe, usage_line
 from ._client import TongyiLLMClient
 from ._exceptions import TongyiError
 from ._models import ModelOutput
+from ._terminal import DIM, RESET, Printer, describe, usage_line
 
 __all__ = ["Repl"]
 

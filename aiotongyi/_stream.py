@@ -318,11 +318,20 @@ async def _sse_reply(
     feed = decoder.feed
     add = accumulator.add_event
     clock = call.loop.time
+    read = response.content.readany
     batch: _Batch = []
     try:
-        async for chunk in response.content.iter_any():
+        while True:
+            # Stopped while the caller held an output: checked before reading, as
+            # the close may have taken the connection (aiohttp would raise a bare
+            # RuntimeError), and after, as buffered bytes must not outlive a timeout.
+            if call.reason is not None:
+                call.check(accumulator)
+            chunk = await read()
+            if not chunk:
+                break
             call.last_data = clock()
-            if call.reason is not None:  # stopped while the caller held an output
+            if call.reason is not None:
                 call.check(accumulator)
             for event in feed(chunk):
                 batch += add(event)

@@ -167,10 +167,13 @@ class _Pump(Generic[T]):
         self._wants_room = False
         self._room: asyncio.Event | None = None
         self._last: T | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._cancelled = False
+        #: Cancels the pump when the consumer's generator is dropped before its
+        #: first ``next()``: a generator never started runs no ``finally``.
+        self.on_drop: weakref.ref[Generator[T, None, None]] | None = None
 
     async def run(self, open_source: Callable[[], BatchSource[T]]) -> None:
-        self._task = asyncio.current_task()
         room = self._room = asyncio.Event()
         ready = self._ready
         source: BatchSource[T] | None = None
@@ -202,10 +205,15 @@ class _Pump(Generic[T]):
                 if source is not None:
                     await source.aclose()
             finally:
-                with ready:
-                    self._finished = True
-                    if not self._loop_thread.exiting:
-                        ready.notify()
+                self.finish()
+
+    def finish(self) -> None:
+        """No more batches; also run when the task was cancelled before it started."""
+        self.on_drop = None  # nothing left to cancel; and no bridge <-> ref cycle
+        with self._ready:
+            self._finished = True
+            if not self._loop_thread.exiting:
+                self._ready.notify()
 
     def fail(self, error: TongyiError) -> None:
         with self._ready:
@@ -251,21 +259,23 @@ class _Pump(Generic[T]):
 
     def cancel(self, *, wait: float | None) -> None:
         """Stop the source (from any thread, the loop's own included) and maybe wait."""
-        task, loop = self._task, self._loop_thread.running_loop
+        loop = self._loop_thread.running_loop
         if self._finished or loop is None:
             return
-        try:
-            loop.call_soon_threadsafe(_cancel, task)
-        except RuntimeError:
-            return  # the loop closed: nothing runs there any more
+        if not self._cancelled:  # once: a second cancel could interrupt the cleanup
+            self._cancelled = True
+            try:
+                loop.call_soon_threadsafe(self._cancel_task)
+            except RuntimeError:
+                return  # the loop closed: nothing runs there any more
         if wait is not None and not self._loop_thread.in_loop_thread():
             with self._ready:
                 self._ready.wait_for(lambda: self._finished, wait)
 
-
-def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
+    def _cancel_task(self) -> None:
+        # Read on the loop: the task may have been created after cancel() was called.
+        if self.task is not None:
+            self.task.cancel()
 
 
 # Pumps still running: the loop keeps only weak references to tasks, and a
@@ -292,12 +302,19 @@ def pump(
         if not loop_thread.is_started:  # the client closed before the pump began
             bridge.fail(APIConnectionError("the client was closed before the call started"))
             return
-        task = loop.create_task(bridge.run(open_source))
+        task = bridge.task = loop.create_task(bridge.run(open_source))
         _running_pumps.add(task)
-        task.add_done_callback(_running_pumps.discard)
+        task.add_done_callback(done)
+
+    def done(task: asyncio.Task[None]) -> None:
+        _running_pumps.discard(task)
+        bridge.finish()  # a task cancelled before its first step ran no finally
 
     loop.call_soon_threadsafe(start)
-    return _consume(bridge)
+    consumer = _consume(bridge)
+    # The pump runs already; held by the bridge, the ref lives as long as the pump.
+    bridge.on_drop = weakref.ref(consumer, lambda _: bridge.cancel(wait=None))
+    return consumer
 
 
 def _consume(bridge: _Pump[T]) -> Generator[T, None, None]:

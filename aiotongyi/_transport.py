@@ -444,7 +444,9 @@ class SessionRegistry:
             raise APIConnectionError("the client was closed before the call started")
         return current
 
-    def close(self, *, wait: float | None) -> list[Future[None] | asyncio.Task[None]]:
+    def close(
+        self, *, wait: float | None, leave_running: bool = False
+    ) -> list[Future[None] | asyncio.Task[None]]:
         """Close every session; returns what still runs on this loop or on other threads' loops.
 
         The four cases of a session's loop, written once: the current loop gets
@@ -455,6 +457,8 @@ class SessionRegistry:
 
         :param wait: seconds to wait for sessions on loops running in other
             threads, when called outside any running loop; ``None`` not to wait.
+        :param leave_running: leave the sessions of loops running in other
+            threads to those loops (at interpreter exit: see ``Resources.release``).
         """
         self.is_closed = True
         with self._lock:
@@ -476,7 +480,8 @@ class SessionRegistry:
                 task.add_done_callback(self._closing_tasks.discard)
                 pending.append(task)
             elif loop.is_running():
-                pending.append(_submit(loop_session.close(), loop))
+                if not leave_running:
+                    pending.append(_submit(loop_session.close(), loop))
             elif current is None:
                 try:
                     loop.run_until_complete(loop_session.close())

@@ -100,6 +100,9 @@ class DashScopeEmulator:
         self._state = "new"
         #: The temporary storage behind the upload endpoints (see ``_upload.py``).
         self.uploads = UploadStorage()
+        #: Builds the answer to a chat request when nothing is queued, from its JSON
+        #: body; replace it to route answers by request (``infer_reply`` by default).
+        self.default_reply: Callable[[dict[str, Any]], Reply] = infer_reply
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -338,7 +341,7 @@ async def _chat(
     parameters: dict[str, object] = payload["parameters"]
     reply = emulator._take_reply()
     if reply is None:
-        reply = default_reply(payload)
+        reply = emulator.default_reply(payload)
     headers = recorded.headers
     stream = headers.get("x-dashscope-sse", "").lower() == "enable" or (
         "text/event-stream" in headers.get("accept", "")
@@ -351,9 +354,6 @@ async def _chat(
     )
     return await send(request, reply, render(reply, exchange))
 
-
-# The answer when nothing is queued (a module attribute, so a test can route by request).
-default_reply: Callable[[dict[str, Any]], Reply] = infer_reply
 
 Route = Callable[
     [DashScopeEmulator, web.BaseRequest, RecordedRequest], Awaitable[web.StreamResponse]

@@ -21,7 +21,8 @@ import dashscope
 import httpx
 import respx
 from dashscope.v2 import errors as v2_errors
-from dashscope.v2.resources.chat import completions as v2_completions
+
+from . import _sdk_internals
 
 SDK_BASE_URL = "http://dashscope.sdk.test/api/v1"
 TEXT_PATH = "/services/aigc/text-generation/generation"
@@ -42,19 +43,19 @@ class ChunkStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     """An httpx body that yields fixed chunks, then optionally fails (a reset)."""
 
     def __init__(self, chunks: Sequence[bytes], fail_with: Exception | None = None) -> None:
-        self._chunks = list(chunks)
-        self._fail_with = fail_with
+        self.chunks = list(chunks)
+        self.fail_with = fail_with
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
-        if self._fail_with is not None:
-            raise self._fail_with
+        yield from self.chunks
+        if self.fail_with is not None:
+            raise self.fail_with
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks:
+        for chunk in self.chunks:
             yield chunk
-        if self._fail_with is not None:
-            raise self._fail_with
+        if self.fail_with is not None:
+            raise self.fail_with
 
     def close(self) -> None:
         """Nothing to release."""
@@ -107,7 +108,7 @@ def _fresh(response: httpx.Response) -> httpx.Response:
     return httpx.Response(
         response.status_code,
         headers=response.headers,
-        stream=ChunkStream(stream._chunks, stream._fail_with),
+        stream=ChunkStream(stream.chunks, stream.fail_with),
     )
 
 
@@ -187,9 +188,7 @@ def _text_of(chunks: Sequence[Any]) -> str | None:
 def _aggregate(chunks: list[Any], cumulative: bool) -> Any:
     # Exactly what ChatStream.get_final_message() does with the same chunks;
     # collecting them first keeps the partial text when the stream raises.
-    if cumulative:
-        return v2_completions._final_from_cumulative(chunks)
-    return v2_completions._aggregate(chunks)
+    return _sdk_internals.aggregate(chunks, cumulative)
 
 
 def _create_kwargs(cumulative: bool, params: Mapping[str, Any]) -> dict[str, Any]:

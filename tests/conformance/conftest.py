@@ -14,6 +14,7 @@ import dashscope
 import pytest
 from dashscope.api_entities.http_request import close_shared_sync_session
 
+from . import _sdk_internals
 from ._sdk import LEGACY_GLOBALS, v2_client
 
 
@@ -27,14 +28,13 @@ def _isolate_sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     monkeypatch.setenv("DASHSCOPE_CONFIG", str(tmp_path / "absent-config.toml"))
     monkeypatch.setenv("DASHSCOPE_API_KEY_FILE_PATH", str(tmp_path / "absent-key"))
     saved = {name: getattr(dashscope, name, None) for name in LEGACY_GLOBALS}
-    explicit = dict(dashscope.settings._explicit)
+    explicit = _sdk_internals.saved_settings()
     try:
         yield
     finally:
         for name, value in saved.items():
             setattr(dashscope, name, value)
-        dashscope.settings._explicit.clear()
-        dashscope.settings._explicit.update(explicit)
+        _sdk_internals.restore_settings(explicit)
         # The legacy sync API pools connections in a process-wide Session.
         close_shared_sync_session()
 

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from dashscope.api_entities import aio_session
 from dashscope.v2 import errors as v2_errors
 from dashscope.v2.transport import http as v2_http
 
@@ -39,7 +38,7 @@ from aiotongyi import (
 )
 from aiotongyi.testing import DashScopeEmulator, ErrorEvent, Reply, http_error
 
-from . import _sdk
+from . import _sdk, _sdk_internals
 from ._ours import collect, outcome, raw_reply
 from ._transcripts import load
 
@@ -670,7 +669,7 @@ async def test_bug19_no_session_left_open_sdk_legacy_async(
             break
     # The shared per-loop session has no owner that closes it: at interpreter
     # exit (or loop GC) aiohttp reports "Unclosed client session".
-    session = aio_session._aio_sessions.get(asyncio.get_running_loop())
+    session = _sdk_internals.legacy_aio_session(asyncio.get_running_loop())
     left_open = session is not None and not session.closed
     await _sdk.close_legacy_aio_session()
     assert not left_open

@@ -48,8 +48,15 @@ def test_no_proxy_and_scheme_are_honoured(monkeypatch: pytest.MonkeyPatch) -> No
     assert proxy_from_environment("https://dashscope.aliyuncs.com/api/v1") is None
 
 
-def test_explicit_proxy_beats_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://env.example:1")
-    client = TongyiLLMClient(api_key="k", proxy="http://mine.example:2")
-    assert client._proxy == "http://mine.example:2"
-    client.close()
+def test_explicit_proxy_beats_the_environment(
+    monkeypatch: pytest.MonkeyPatch, dashscope_emulator: DashScopeEmulator
+) -> None:
+    # The environment names a proxy nobody listens on; the explicit one is the
+    # emulator, which answers a proxied (absolute-form) request like any other.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    emulator_root = dashscope_emulator.base_url.removesuffix("/api/v1")
+    with TongyiLLMClient(
+        api_key="k", base_url="http://dashscope.invalid/api/v1", proxy=emulator_root
+    ) as client:
+        assert client.sync_generate("hi").finish_reason == "stop"
+    assert dashscope_emulator.requests[-1].headers["host"] == "dashscope.invalid"

@@ -412,3 +412,21 @@ async def test_a_non_streamed_operation_gets_its_own_span_name_and_no_stream_att
     assert got["gen_ai.response.id"] == "rid-e"
     assert "gen_ai.request.stream" not in got
     assert "gen_ai.response.time_to_first_chunk" not in got
+
+
+async def test_embeddings_and_rerank_calls_get_one_span_each(
+    otel: Telemetry, dashscope_emulator: DashScopeEmulator
+) -> None:
+    async with make_client(
+        dashscope_emulator,
+        telemetry=True,
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+    ) as client:
+        await client.embed([f"text {i}" for i in range(25)])  # three parts, one call
+        await client.rerank("tea", ["green tea", "black coffee"])
+    embed_span, rerank_span = otel.spans()
+    assert embed_span.name == "embeddings text-embedding-v4"
+    assert attrs(embed_span)["gen_ai.operation.name"] == "embeddings"
+    assert rerank_span.name == "rerank gte-rerank-v2"
+    assert "gen_ai.request.stream" not in attrs(rerank_span)

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-import aiotongyi.testing._emulator
 from aiotongyi import (
     APIConnectionError,
     APITimeoutError,
@@ -75,7 +74,7 @@ def texts_for(n: int) -> list[str]:
 class Router:
     """Answers each request by the fault named in its prompt (``soak|n|fault``).
 
-    The emulator calls ``default_reply(body)`` when its queue is empty, so routing by
+    The emulator calls its ``default_reply(body)`` when its queue is empty, so routing by
     prompt keeps each concurrent stream's script deterministic.
     """
 
@@ -196,11 +195,10 @@ class Tally:
 
 def test_soak(
     dashscope_emulator: DashScopeEmulator,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     router = Router()
-    monkeypatch.setattr(aiotongyi.testing._emulator, "default_reply", router)
+    dashscope_emulator.default_reply = router
     rng = random.Random(int(os.environ.get("AIOTONGYI_SOAK_SEED", "20240601")))
     rng_lock = threading.Lock()
     counter = iter(range(10**9))
