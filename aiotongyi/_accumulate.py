@@ -40,7 +40,27 @@ __all__ = ["Accumulator", "ToolCallLog"]
 logger = logging.getLogger("aiotongyi")
 
 _NO_FINISH = (None, "null", "")
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode_json = _decoder.decode
+_scan_json = _decoder.scan_once  # type: ignore[attr-defined]  # set in __init__, untyped
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` of a frame, without its two whitespace regex matches.
+
+    Frames are compact JSON: the scanner alone reads them; anything else
+    (surrounding whitespace, trailing data, invalid JSON) goes through the
+    full decoder, which accepts it or raises its usual ``ValueError``.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return _decode_json(text)
+    if end != len(text):
+        return _decode_json(text)
+    return value
+
+
 _NO_TOOLS: tuple[ToolCall, ...] = ()
 # Any failure while reading a frame's shape is the frame's fault, not ours.
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, RecursionError)
@@ -193,7 +213,7 @@ class Accumulator:
         """Outputs for one SSE event; raises the error an ``event:error`` carries."""
         try:
             # str input skips json.loads' encoding sniffing; bad UTF-8 is a ValueError too
-            frame = _decode_json(event.data.decode())
+            frame = _loads(event.data.decode())
         except (ValueError, RecursionError) as exc:
             if self.is_complete:
                 return self._ignore("an undecodable frame")
@@ -207,7 +227,11 @@ class Accumulator:
             if self.is_complete:
                 return self._ignore("an error frame")
             raise self._error(frame, event.status)
-        return self.add_frame(frame, event.status)
+        # An incremental frame's output keeps the frame's bytes, decoded again only
+        # if ``raw`` is read: one untracked object where the decoded frame is
+        # dozens.  A snapshot frame keeps its dict: its text, the bulk of it, is
+        # the very string the output's text is, where the bytes would be a copy.
+        return self.add_frame(frame, event.status, raw=event.data if self._incremental else None)
 
     def add_body(self, body: bytes) -> list[ModelOutput]:
         """Outputs for a whole non-stream JSON reply (the single, final frame).
@@ -217,9 +241,11 @@ class Accumulator:
         """
         return self.add_event(SSEEvent("result", body))
 
-    def add_frame(self, frame: dict[str, Any], status: int | None = None) -> list[ModelOutput]:
-        """Outputs for one decoded JSON frame."""
-        if self.is_complete and self._closed(frame):
+    def add_frame(
+        self, frame: dict[str, Any], status: int | None = None, *, raw: bytes | None = None
+    ) -> list[ModelOutput]:
+        """Outputs for one decoded JSON frame (``raw``: its JSON text, if at hand)."""
+        if self._open == 0 and self._choices and self._closed(frame):  # is_complete, inlined
             return self._after_finish(frame)
         request_id = frame.get("request_id")
         if request_id and type(request_id) is str:
@@ -245,7 +271,7 @@ class Accumulator:
                 self._take_output_extras(output)
             outputs = []
             for choice in choices:
-                produced = self._add_choice(choice, frame)
+                produced = self._add_choice(choice, frame if raw is None else raw)
                 if produced is not None:
                     outputs.append(produced)
         except _SHAPE_ERRORS as exc:
@@ -287,7 +313,9 @@ class Accumulator:
         )
         return []
 
-    def _add_choice(self, choice: dict[str, Any], frame: dict[str, Any]) -> ModelOutput | None:
+    def _add_choice(
+        self, choice: dict[str, Any], raw: dict[str, Any] | bytes
+    ) -> ModelOutput | None:
         index = choice.get("index", 0)
         state = self._choices.get(index)
         if state is None:
@@ -329,19 +357,20 @@ class Accumulator:
         if not (delta or thinking_delta or tools_changed or new_finish or parts_changed):
             return None
         text = state.text
-        thinking = state.thinking
         fields: dict[str, Any] = {
             "_text_at": (text, text.length),
             "delta": delta,
-            "_thinking_at": (thinking, thinking.length),
             "thinking_delta": thinking_delta,
             "finish_reason": finish,
             "usage": self._usage,
             "request_id": self.request_id,
             "model": self._model,
             "index": index,
-            "_raw_at": frame,
+            "_raw_at": raw,
         }
+        thinking = state.thinking
+        if thinking.length:  # no thinking yet: the class default ""
+            fields["_thinking_at"] = (thinking, thinking.length)
         # Fields left out keep their class defaults (error_code 0, no tool calls, ...).
         log = state.tool_log
         if log is not None:

@@ -274,7 +274,7 @@ class ModelOutput:
         ``fields`` holds the fields whose value differs from the class
         default; ``text``, ``thinking``, ``tool_calls``, ``parts`` and
         ``logprobs`` are given as ``_<name>_at`` (a lazy source, see
-        :class:`_Cumulative`) and ``raw`` as ``_raw_at`` (the frame dict).
+        :class:`_Cumulative`) and ``raw`` as ``_raw_at`` (the frame, as a dict or its JSON bytes).
         """
         output = object.__new__(cls)
         object.__setattr__(output, "__dict__", fields)
@@ -374,13 +374,21 @@ class _Cumulative:
 
 
 class _Raw:
-    """``raw`` of streamed outputs and usage: the decoded dict, wrapped on first read."""
+    """``raw`` of streamed outputs and usage: the decoded dict, wrapped on first read.
+
+    A streamed output keeps its frame's JSON bytes rather than the decoded
+    frame (one small object instead of a tree of dicts while outputs wait in
+    a batch); they were decoded once already, so decoding them again succeeds.
+    """
 
     def __get__(self, owner_object: object, owner: type | None = None) -> Any:
         if owner_object is None:
             return _EMPTY
         fields = owner_object.__dict__
-        value = fields["raw"] = ReadOnlyMapping(fields["_raw_at"])
+        source = fields["_raw_at"]
+        if type(source) is bytes:
+            source = json.loads(source)
+        value = fields["raw"] = ReadOnlyMapping(source)
         return value
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from types import TracebackType
@@ -55,7 +54,13 @@ class Stream:
         self._batches = _produce(context, request, self._progress, observer)
         if observer is not None:  # hooks: content and end seen once per call, not per frame
             self._batches = observer.watch(self._batches)
-        self._pending: deque[ModelOutput] = deque()
+        # The current batch, last output first.  Popping it empties the very list
+        # the generators yielded (they hold it until the next chunk), so an output
+        # the caller dropped is freed at once, with the text it read, instead of
+        # living on with the whole batch.  Hooks may keep what they were shown:
+        # then the stream reads a copy.
+        self._pending: list[ModelOutput] = []
+        self._shared = observer is not None
         self._ended = False
 
     @property
@@ -74,8 +79,13 @@ class Stream:
     async def __anext__(self) -> ModelOutput:
         pending = self._pending
         while not pending:
-            pending.extend(await self.next_batch())
-        return pending.popleft()
+            batch = await self.next_batch()
+            if self._shared:
+                batch = batch[::-1]
+            else:
+                batch.reverse()
+            self._pending = pending = batch
+        return pending.pop()
 
     async def next_batch(self) -> list[ModelOutput]:
         """The outputs decoded from the next chunk (at least one); for the sync bridge.
@@ -83,7 +93,7 @@ class Stream:
         :raises StopAsyncIteration: at the end of the answer.
         """
         if self._pending:
-            batch = list(self._pending)
+            batch = self._pending[::-1]
             self._pending.clear()
             return batch
         if self._ended:

@@ -40,11 +40,24 @@ class TextBuffer:
 
     def upto(self, length: int) -> str:
         with self._lock:
-            pending = self._pending
-            if pending:
-                self._joined += pending[0] if len(pending) == 1 else "".join(pending)
-                pending.clear()
             joined = self._joined
+            size = len(joined)
+            if length > size:
+                # Join only the parts up to ``length``: reading every output in
+                # turn then appends one part each time.  Slicing a longer joined
+                # string instead would rescan the whole prefix (str slicing
+                # looks for its widest character), which made reading ``text``
+                # on every frame cost O(answer) more per frame.
+                pending = self._pending
+                taken = 0
+                for part in pending:
+                    size += len(part)
+                    taken += 1
+                    if size >= length:
+                        break
+                joined += pending[0] if taken == 1 else "".join(pending[:taken])
+                del pending[:taken]
+                self._joined = joined
         return joined if length == len(joined) else joined[:length]
 
 

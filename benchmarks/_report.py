@@ -68,6 +68,7 @@ TABLES: dict[str, Table] = {
         (WALL_S, CPU_FRAME, PEAK), ("wall_s",), connections=True, against_async="cpu_us_per_frame"
     ),
     "S6": Table((WALL_S, CPU_FRAME, GROWTH), ("cpu_us_per_frame",), against_s1=True),
+    "S8": Table(CROWD, ("wall_s", "cpu_us_per_frame"), connections=True),
 }
 LABELS = {
     "cpu_us_per_frame": "CPU",
@@ -209,6 +210,9 @@ def targets(results: list[Result], scenarios: dict[str, Any]) -> list[Check]:
     if rows and not any(r.get("skipped") for r in rows):
         failed = sum(r.get("n_errors", 1) for r in rows)
         checks.append(Check("S5t", "failed streams (threads)", failed, 0))
+    scale = m("S8", "aiotongyi", "cpu_us_per_frame") / m("S3", "aiotongyi", "cpu_us_per_frame")
+    if not math.isnan(scale):
+        checks.append(Check("S8", "CPU/frame ×S3 (issue 17)", scale, 1.1))
     flat = m("S6", "aiotongyi", "cpu_us_per_frame") / m("S1", "aiotongyi", "cpu_us_per_frame")
     if not math.isnan(flat):
         checks.append(Check("S6", "CPU/frame ×S1", flat, 1.2))

@@ -38,6 +38,8 @@ class Scenario:
         """Why ``cls`` does not run in this scenario, or None."""
         if self.mode not in cls.modes:
             return f"no {self.mode} mode"
+        if self.name == "S8" and cls.name not in _AT_SCALE:
+            return "S8 measures aiotongyi against the raw readers only"
         if self.bridge:
             if cls.is_async and cls.name != BASELINE and not _has_bridge(cls):
                 return "async peer"
@@ -49,6 +51,9 @@ class Scenario:
         if not cls.is_async and self.concurrency > 1:
             return "sync client, async-only scenario"
         return None
+
+
+_AT_SCALE = ("raw-aiohttp", "raw-aiohttp-any", "aiotongyi")
 
 
 def _has_bridge(cls: type[Adapter]) -> bool:
@@ -123,6 +128,15 @@ FULL: dict[str, Scenario] = {
             bridge=True,
         ),
         Scenario(
+            "S8",
+            "{concurrency:,} concurrent streams x {frames} frames, one loop "
+            "(S3 at scale; --set S8.concurrency=N for the curve)",
+            "incremental",
+            200,
+            concurrency=5000,
+            repeat=1,
+        ),
+        Scenario(
             "S6",
             "a long answer: one stream, {frames:,} incremental frames, the caller keeps only "
             "the last output",
@@ -144,6 +158,7 @@ _QUICK_SIZES: dict[str, dict[str, Any]] = {
     "S5r": {"requests": 30, "warmup": 3},
     "S5t": {"frames": 40, "concurrency": 8},
     "S6": {"frames": 2000},
+    "S8": {"frames": 20, "concurrency": 1000},
 }
 QUICK: dict[str, Scenario] = {
     name: dataclasses.replace(s, repeat=1, **_QUICK_SIZES[name]) for name, s in FULL.items()

@@ -510,6 +510,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
+    import resource  # S8 serves thousands of connections at once
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 16384:
+        wanted = 16384 if hard == resource.RLIM_INFINITY else min(16384, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     if not args.no_uvloop:
         try:
             uvloop = importlib.import_module("uvloop")  # optional, from the bench extra

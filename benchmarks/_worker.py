@@ -306,6 +306,14 @@ async def run_async(
         await adapter.aclose()
 
 
+def raise_fd_limit(wanted: int) -> None:
+    """Raise the soft open-files limit towards ``wanted`` (S8: one socket per stream)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def measure(config: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement described by ``config`` (see run.py) and return its result."""
     if config.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
@@ -313,6 +321,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     for path in config.get("adapter_files", ()):
         load_adapter_file(path)
     scenario = Scenario(**config["scenario"])
+    raise_fd_limit(scenario.concurrency + 256)
     cls = ADAPTERS[config["client"]]
     root = config["server"] + knob_prefix(scenario, config.get("extra_knobs", ""))
     os.environ.setdefault("DASHSCOPE_API_KEY", "sk-fake")
