@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
+import time
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future
 from typing import Any, Generic, Protocol, TypeVar
@@ -149,21 +150,27 @@ class LoopThread:
             self._finished.exception(timeout=wait)
 
 
+_END = object()  # after the last batch (an error, if any, is on the pump)
+
+
 class _Pump(Generic[T]):
     """Moves a source's batches from the loop to one blocking consumer thread.
 
     The pump reads ahead by at most ``limit`` batches, so a consumer that is
     ready costs one thread wake-up per chunk read, not a round trip to the loop
-    per item.  An error ends the batches and is raised after them.
+    per item.  An error ends the batches and is raised after them.  Batches
+    cross in a ``SimpleQueue`` (one C-level put and get each); the read-ahead is
+    counted by two counters, each written by one thread only.
     """
 
     def __init__(self, loop_thread: LoopThread, limit: int) -> None:
         self._loop_thread = loop_thread
         self._limit = limit
-        self._ready = threading.Condition()
-        self._batches: deque[list[T]] = deque()
-        self._error: BaseException | None = None
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._put = 0  # batches queued (written on the loop)
+        self._taken = 0  # batches taken (written by the consumer)
         self._finished = False
+        self._error: BaseException | None = None
         self._wants_room = False
         self._room: asyncio.Event | None = None
         self._last: T | None = None
@@ -175,7 +182,8 @@ class _Pump(Generic[T]):
 
     async def run(self, open_source: Callable[[], BatchSource[T]]) -> None:
         room = self._room = asyncio.Event()
-        ready = self._ready
+        put = self._queue.put
+        limit = self._limit
         source: BatchSource[T] | None = None
         try:
             source = open_source()
@@ -185,15 +193,13 @@ class _Pump(Generic[T]):
                 except StopAsyncIteration:
                     break
                 self._last = batch[-1]
-                with ready:
-                    self._batches.append(batch)
-                    ready.notify()
-                    full = len(self._batches) >= self._limit
-                    if full:
-                        room.clear()
-                        self._wants_room = True
-                if full:
-                    await source.park(room)
+                put(batch)
+                self._put += 1
+                if self._put - self._taken >= limit:
+                    room.clear()
+                    self._wants_room = True  # before the re-check: no lost wake-up
+                    if self._put - self._taken >= limit:
+                        await source.park(room)
         except TongyiError as exc:
             self._error = exc
         except BaseException as exc:
@@ -210,16 +216,15 @@ class _Pump(Generic[T]):
     def finish(self) -> None:
         """No more batches; also run when the task was cancelled before it started."""
         self.on_drop = None  # nothing left to cancel; and no bridge <-> ref cycle
-        with self._ready:
-            self._finished = True
-            if not self._loop_thread.exiting:
-                self._ready.notify()
+        if self._finished:
+            return
+        self._finished = True
+        if not self._loop_thread.exiting:  # at exit, blocked daemon callers stay asleep
+            self._queue.put(_END)
 
     def fail(self, error: TongyiError) -> None:
-        with self._ready:
-            self._error = error
-            self._finished = True
-            self._ready.notify()
+        self._error = error
+        self.finish()
 
     def _closed_error(self) -> TongyiError:
         if self._last is None:
@@ -230,23 +235,20 @@ class _Pump(Generic[T]):
         )
 
     def items(self) -> Generator[T, None, None]:
-        ready = self._ready
-        batches = self._batches
+        get = self._queue.get
+        half = self._limit // 2
         while True:
-            with ready:
-                while not batches and not self._finished:
-                    ready.wait()
-                if batches:
-                    batch = batches.popleft()
-                    if self._wants_room and len(batches) <= self._limit // 2:
-                        self._wants_room = False
-                        self._make_room()
-                elif self._error is not None:
-                    error, self._error = self._error, None
+            batch = get()
+            if batch is _END:
+                error, self._error = self._error, None
+                if error is not None:
                     raise error
-                else:
-                    return
-            yield from batch
+                return
+            self._taken += 1
+            if self._wants_room and self._put - self._taken <= half:
+                self._wants_room = False
+                self._make_room()
+            yield from batch  # type: ignore[misc]
 
     def _make_room(self) -> None:
         room, loop = self._room, self._loop_thread.running_loop
@@ -258,7 +260,12 @@ class _Pump(Generic[T]):
             pass  # the loop closed: the pump has finished or is finishing
 
     def cancel(self, *, wait: float | None) -> None:
-        """Stop the source (from any thread, the loop's own included) and maybe wait."""
+        """Stop the source (from any thread, the loop's own included) and maybe wait.
+
+        Waiting is for the consumer's own thread (its generator closing): it
+        drains the queue up to the end marker, so the response is closed when
+        this returns.
+        """
         loop = self._loop_thread.running_loop
         if self._finished or loop is None:
             return
@@ -269,8 +276,16 @@ class _Pump(Generic[T]):
             except RuntimeError:
                 return  # the loop closed: nothing runs there any more
         if wait is not None and not self._loop_thread.in_loop_thread():
-            with self._ready:
-                self._ready.wait_for(lambda: self._finished, wait)
+            self._drain(wait)
+
+    def _drain(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                if self._queue.get(timeout=remaining) is _END:
+                    return
+        except queue.Empty:
+            pass  # the pump did not finish in time: its task goes on closing
 
     def _cancel_task(self) -> None:
         # Read on the loop: the task may have been created after cancel() was called.
