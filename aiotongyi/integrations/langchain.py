@@ -175,23 +175,7 @@ class ChatTongyi(BaseChatModel):
     @property
     def client(self) -> TongyiLLMClient:
         """The aiotongyi client behind this model (created on first use)."""
-        with self._client_lock:
-            # A copy (model_copy) inherits private attributes: it gets a client of its
-            # own, so that the original's going does not close the copy's.
-            owner = self._client_owner() if self._client_owner is not None else None
-            if self._client is None or owner is not self:
-                key = self.api_key.get_secret_value() if self.api_key is not None else None
-                self._client = TongyiLLMClient(
-                    model=self.model,
-                    api_key=key,
-                    api_region=self.api_region,
-                    base_url=self.base_url,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
-                self._client_owner = weakref.ref(self)
-                weakref.finalize(self, _close_later, self._client)
-            return self._client
+        return _own_client(self, model=self.model)
 
     def _request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
@@ -429,20 +413,7 @@ class DashScopeEmbeddings(BaseModel, Embeddings):
     @property
     def client(self) -> TongyiLLMClient:
         """The aiotongyi client behind these embeddings (created on first use)."""
-        with self._client_lock:
-            owner = self._client_owner() if self._client_owner is not None else None
-            if self._client is None or owner is not self:
-                key = self.api_key.get_secret_value() if self.api_key is not None else None
-                self._client = TongyiLLMClient(
-                    api_key=key,
-                    api_region=self.api_region,
-                    base_url=self.base_url,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
-                self._client_owner = weakref.ref(self)
-                weakref.finalize(self, _close_later, self._client)
-            return self._client
+        return _own_client(self)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order (``text_type="document"``)."""
@@ -483,6 +454,27 @@ class DashScopeEmbeddings(BaseModel, Embeddings):
             instruct=self.instruct,
         )
         return list(result.vectors[0])
+
+
+def _own_client(owner: ChatTongyi | DashScopeEmbeddings, **settings: Any) -> TongyiLLMClient:
+    """``owner``'s aiotongyi client, created on first use and closed when ``owner`` goes."""
+    with owner._client_lock:
+        # A copy (model_copy) inherits private attributes: it gets a client of its
+        # own, so that the original's going does not close the copy's.
+        current = owner._client_owner() if owner._client_owner is not None else None
+        if owner._client is None or current is not owner:
+            key = owner.api_key.get_secret_value() if owner.api_key is not None else None
+            owner._client = TongyiLLMClient(
+                api_key=key,
+                api_region=owner.api_region,
+                base_url=owner.base_url,
+                timeout=owner.timeout,
+                max_retries=owner.max_retries,
+                **settings,
+            )
+            owner._client_owner = weakref.ref(owner)  # type: ignore[assignment]
+            weakref.finalize(owner, _close_later, owner._client)
+        return owner._client
 
 
 def _close_later(client: TongyiLLMClient) -> None:
