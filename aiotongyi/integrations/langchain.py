@@ -129,7 +129,7 @@ class ChatTongyi(BaseChatModel):
         return value
 
     _client: TongyiLLMClient | None = PrivateAttr(default=None)
-    _client_owner: weakref.ref[ChatTongyi] | None = PrivateAttr(default=None)
+    _client_owner: weakref.ref[BaseModel] | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # -- LangChain's descriptive hooks ----------------------------------------------
@@ -407,7 +407,7 @@ class DashScopeEmbeddings(BaseModel, Embeddings):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     _client: TongyiLLMClient | None = PrivateAttr(default=None)
-    _client_owner: weakref.ref[DashScopeEmbeddings] | None = PrivateAttr(default=None)
+    _client_owner: weakref.ref[BaseModel] | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -472,7 +472,7 @@ def _own_client(owner: ChatTongyi | DashScopeEmbeddings, **settings: Any) -> Ton
                 max_retries=owner.max_retries,
                 **settings,
             )
-            owner._client_owner = weakref.ref(owner)  # type: ignore[assignment]
+            owner._client_owner = weakref.ref(owner)
             weakref.finalize(owner, _close_later, owner._client)
         return owner._client
 
