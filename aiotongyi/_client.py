@@ -35,9 +35,10 @@ from ._observe import observer_factory
 from ._ratelimit import RateLimiter
 from ._request import PreparedRequest, RequestLike, prepare_request
 from ._retry import RetryPolicy
+from ._sessions import SessionRegistry
 from ._stream import Stream
 from ._sync import LoopThread, pump
-from ._transport import SecretHeaders, SessionRegistry
+from ._transport import SecretHeaders
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, TypedDict
 from ._models import Timeout
 from ._request import GenerateParams, PreparedRequest
 from ._retry import RetryPolicy
-from ._transport import SecretHeaders, SessionRegistry
+from ._sessions import SessionRegistry
+from ._transport import SecretHeaders
 
 if TYPE_CHECKING:
     from ._hooks import ObserverFactory

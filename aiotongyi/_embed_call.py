@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
+from ._call import Call
 from ._context import CallContext
 from ._embeddings import (
     EMBEDDING_PATH,
@@ -36,7 +37,7 @@ from ._errors import error_from_payload
 from ._exceptions import ProtocolError, TongyiError
 from ._models import Timeout
 from ._request import PreparedRequest
-from ._transport import MAX_JSON_BODY, Call, SecretHeaders, read_body, send
+from ._transport import MAX_JSON_BODY, SecretHeaders, read_body, send
 
 __all__ = ["MAX_CONCURRENT_PARTS", "embed", "post_json", "rerank"]
 

@@ -9,8 +9,8 @@ import logging
 import threading
 import warnings
 
+from ._sessions import SessionRegistry
 from ._sync import LoopThread
-from ._transport import SessionRegistry
 
 __all__ = ["ClientState", "Resources"]
 

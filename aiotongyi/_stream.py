@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from ._accumulate import Accumulator
+from ._call import Call
 from ._context import CallContext
 from ._exceptions import ProtocolError, TongyiError
 from ._models import ModelOutput
 from ._request import PreparedRequest
+from ._sessions import LoopSession
 from ._sse import SSEDecoder, SSEProtocolError
-from ._transport import MAX_JSON_BODY, Call, LoopSession, read_body, send
+from ._transport import MAX_JSON_BODY, read_body, send
 from ._upload import cache_for, resolve_uploads
 
 if TYPE_CHECKING:

@@ -34,22 +34,14 @@ from typing import Any, BinaryIO
 import aiohttp
 from aiohttp import hdrs, payload
 
+from ._call import TRANSPORT_ERRORS, Call, map_transport_error, scrub
 from ._errors import api_error
 from ._exceptions import APIError, ProtocolError, TongyiError
 from ._media import LocalFile
 from ._models import Timeout
 from ._request import PreparedRequest, finish_uploads
 from ._retry import retry_delay, should_retry
-from ._transport import (
-    MAX_JSON_BODY,
-    TRANSPORT_ERRORS,
-    Call,
-    SecretHeaders,
-    map_transport_error,
-    read_body,
-    read_error,
-    scrub,
-)
+from ._transport import MAX_JSON_BODY, SecretHeaders, read_body, read_error
 
 __all__ = ["POLICY_PATH", "URL_LIFETIME", "UploadCache", "cache_for", "resolve_uploads"]
 

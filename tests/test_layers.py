@@ -31,7 +31,9 @@ LAYERS: dict[str, int] = {
     "_request": 3,
     "_structured": 3,
     # transport (aiohttp) and what a call runs with
-    "_transport": 4,
+    "_call": 4,
+    "_sessions": 5,
+    "_transport": 5,
     "_callinfo": 4,
     "_ratelimit": 4,
     "_ratelimit_redis": 4,
