@@ -62,6 +62,8 @@ def _loads(text: str) -> Any:
 
 
 _NO_TOOLS: tuple[ToolCall, ...] = ()
+_new = object.__new__
+_set = object.__setattr__
 # Any failure while reading a frame's shape is the frame's fault, not ours.
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, RecursionError)
 
@@ -168,7 +170,9 @@ class Accumulator:
         self._expected = choices
         self._choices: dict[int, _Choice] = {}
         self._open = 0  # choices seen without a finish reason
-        self._usage: Usage | None = None
+        # The usage of outputs: a Usage, or (for the plain three counts, already
+        # checked) the usage dict itself, made a Usage only when read.
+        self._usage: Usage | dict[str, Any] | None = None
         self._usage_raw: object = None
         self._search_info: SearchInfo | None = None
         self._search_raw: object = None
@@ -187,7 +191,10 @@ class Accumulator:
     @property
     def usage(self) -> Usage | None:
         """The latest usage, including one sent by a usage-only frame after the finish."""
-        return self._usage
+        usage = self._usage
+        if type(usage) is dict:
+            usage = self._usage = Usage._plain(usage)
+        return usage  # type: ignore[return-value]  # a dict became a Usage above
 
     def _closed(self, frame: object) -> bool:
         """Whether ``frame`` arrives after the answer finished and must change nothing.
@@ -335,7 +342,11 @@ class Accumulator:
             if type(content) is not str:
                 content, parts_changed = self._split_parts(state, content)
             if content:
-                delta = self._extend(state.text, content, is_thinking=False, state=state)
+                if self._incremental:  # _extend's first case, inlined: nearly every frame
+                    state.text.append(content)
+                    delta = content
+                else:
+                    delta = self._extend(state.text, content, is_thinking=False, state=state)
         reasoning = message.get("reasoning_content")
         if reasoning:
             if type(reasoning) is not str:
@@ -362,7 +373,7 @@ class Accumulator:
             "delta": delta,
             "thinking_delta": thinking_delta,
             "finish_reason": finish,
-            "usage": self._usage,
+            "_usage_at": self._usage,
             "request_id": self.request_id,
             "model": self._model,
             "index": index,
@@ -386,7 +397,12 @@ class Accumulator:
             fields["search_info"] = self._search_info
         if self._tool_info:
             fields["tool_info"] = self._tool_info
-        return ModelOutput._streamed(fields)
+        # Built without the frozen __init__: ``fields`` holds only what differs from
+        # the class defaults, cumulative values as lazy ``_<name>_at`` sources
+        # (see _Cumulative, _Raw and _StreamedUsage in _models).
+        output = _new(ModelOutput)
+        _set(output, "__dict__", fields)
+        return output
 
     def _split_parts(self, state: _Choice, content: object) -> tuple[str, bool]:
         """Multimodal content ``[{"text": ...}, {"image": ...}]``: text joins, the rest is kept."""
@@ -524,6 +540,13 @@ class Accumulator:
         if type(usage) is not dict:
             raise TypeError("usage is not an object")
         self._usage_raw = usage
+        if len(usage) == 3:  # the usual three counts: checked here, made a Usage when read
+            prompt = usage.get("input_tokens")
+            completion = usage.get("output_tokens")
+            total = usage.get("total_tokens")
+            if type(prompt) is int and type(completion) is int and type(total) is int:
+                self._usage = usage
+                return
         known = 0  # how many keys are the three plain counts
         prompt = usage.get("input_tokens")
         if prompt is None:
