@@ -45,22 +45,6 @@ _decode_json = _decoder.decode
 _scan_json = _decoder.scan_once  # type: ignore[attr-defined]  # set in __init__, untyped
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` of a frame, without its two whitespace regex matches.
-
-    Frames are compact JSON: the scanner alone reads them; anything else
-    (surrounding whitespace, trailing data, invalid JSON) goes through the
-    full decoder, which accepts it or raises its usual ``ValueError``.
-    """
-    try:
-        value, end = _scan_json(text, 0)
-    except StopIteration:
-        return _decode_json(text)
-    if end != len(text):
-        return _decode_json(text)
-    return value
-
-
 _NO_TOOLS: tuple[ToolCall, ...] = ()
 _new = object.__new__
 _set = object.__setattr__
@@ -220,7 +204,17 @@ class Accumulator:
         """Outputs for one SSE event; raises the error an ``event:error`` carries."""
         try:
             # str input skips json.loads' encoding sniffing; bad UTF-8 is a ValueError too
-            frame = _loads(event.data.decode())
+            text = event.data.decode()
+            # Frames are compact JSON: the scanner alone reads them, without
+            # json.loads' two whitespace regex matches; anything else (surrounding
+            # whitespace, trailing data, invalid JSON) goes through the full
+            # decoder, which accepts it or raises its usual ValueError.
+            try:
+                frame, end = _scan_json(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):
+                frame = _decode_json(text)
         except (ValueError, RecursionError) as exc:
             if self.is_complete:
                 return self._ignore("an undecodable frame")
@@ -238,7 +232,7 @@ class Accumulator:
         # if ``raw`` is read: one untracked object where the decoded frame is
         # dozens.  A snapshot frame keeps its dict: its text, the bulk of it, is
         # the very string the output's text is, where the bytes would be a copy.
-        return self.add_frame(frame, event.status, raw=event.data if self._incremental else None)
+        return self._add(frame, event.status, event.data if self._incremental else None)
 
     def add_body(self, body: bytes) -> list[ModelOutput]:
         """Outputs for a whole non-stream JSON reply (the single, final frame).
@@ -252,6 +246,11 @@ class Accumulator:
         self, frame: dict[str, Any], status: int | None = None, *, raw: bytes | None = None
     ) -> list[ModelOutput]:
         """Outputs for one decoded JSON frame (``raw``: its JSON text, if at hand)."""
+        return self._add(frame, status, raw)
+
+    def _add(
+        self, frame: dict[str, Any], status: int | None, raw: bytes | None
+    ) -> list[ModelOutput]:
         if self._open == 0 and self._choices and self._closed(frame):  # is_complete, inlined
             return self._after_finish(frame)
         request_id = frame.get("request_id")
@@ -265,7 +264,16 @@ class Accumulator:
         try:
             usage = frame.get("usage")
             if usage is not None:
-                self._take_usage(usage)
+                if (  # the usual three counts: checked here, made a Usage when read
+                    type(usage) is dict
+                    and len(usage) == 3
+                    and type(usage.get("input_tokens")) is int
+                    and type(usage.get("output_tokens")) is int
+                    and type(usage.get("total_tokens")) is int
+                ):
+                    self._usage = self._usage_raw = usage
+                else:
+                    self._take_usage(usage)
             choices = output.get("choices")
             if choices is None:  # result_format "text"
                 choices = [
@@ -540,13 +548,6 @@ class Accumulator:
         if type(usage) is not dict:
             raise TypeError("usage is not an object")
         self._usage_raw = usage
-        if len(usage) == 3:  # the usual three counts: checked here, made a Usage when read
-            prompt = usage.get("input_tokens")
-            completion = usage.get("output_tokens")
-            total = usage.get("total_tokens")
-            if type(prompt) is int and type(completion) is int and type(total) is int:
-                self._usage = usage
-                return
         known = 0  # how many keys are the three plain counts
         prompt = usage.get("input_tokens")
         if prompt is None:

@@ -32,6 +32,8 @@ _COMMON_EVENT = re.compile(
     rb"id: ?([\x01-\x09\x0b-\x7f]*)\nevent: ?result\n:HTTP_STATUS/200\ndata: ?([^\n ][^\n]*)\n\n"
 ).match
 
+_new_event = tuple.__new__  # SSEEvent(...) without its Python-level __new__
+
 
 class SSEProtocolError(ValueError):
     """The byte stream broke an SSE rule the decoder cannot recover from."""
@@ -136,7 +138,7 @@ class SSEDecoder:
             event_id, payload = found.groups()
             if payload == b"[DONE]" or len(payload) >= limit:
                 break  # the general path drops the one and refuses the other
-            append(SSEEvent("result", payload, event_id.decode(), 200))
+            append(_new_event(SSEEvent, ("result", payload, event_id.decode(), 200)))
             end = found.end()
         if end:
             self._started = True  # matched at 0: the first line held no BOM
