@@ -245,16 +245,44 @@ class TongyiLLMClient:
         headers: Mapping[str, str] | None = None,
         proxy: str | None = None,
         workspace: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        max_connections: int | None = None,
+        telemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        rate_limit: RateLimiter | None = None,
+        hooks: Hooks | Sequence[Hooks] | None = None,
     ) -> TongyiLLMClient:
         """A sibling client with some settings changed, sharing this one's connections.
 
-        The sibling uses the same connection pools and loop thread; closing
-        this client (the parent) closes it too, and it keeps the parent alive.
-        ``headers`` merge over the parent's.
+        Takes the constructor's keyword-only settings and ``api_key``. The
+        sibling uses the same connection pools and loop thread; closing this
+        client (the parent) closes it too, and it keeps the parent alive.
+        ``headers`` merge over the parent's. When any of ``telemetry``,
+        ``tracer_provider``, ``meter_provider``, ``rate_limit`` or ``hooks`` is
+        given, they replace the parent's observers (else the sibling shares them).
+
+        :raises ValueError: for ``session`` or ``max_connections``, which belong to
+            the shared pools (create a new client to change them), or bad values.
         """
+        if session is not None or max_connections is not None:
+            raise ValueError(
+                "a sibling shares its parent's connection pools: session= and "
+                "max_connections= need a new TongyiLLMClient"
+            )
         sibling = object.__new__(type(self))
         sibling.__dict__.update(self.__dict__)
         sibling._parent = self._parent or self
+        observing = (telemetry, tracer_provider, meter_provider, rate_limit, hooks)
+        if any(value is not None for value in observing):
+            sibling._observe = observer_factory(
+                base_url=self._base_url if base_url is None else resolve_base_url(base_url, None),
+                hooks=hooks,
+                telemetry=telemetry,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                rate_limit=rate_limit,
+            )
         sibling._configure(
             base_url=self._base_url if base_url is None else resolve_base_url(base_url, None),
             api_key=self._api_key if api_key is None else resolve_api_key(api_key),

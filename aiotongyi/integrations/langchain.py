@@ -27,6 +27,7 @@ try:
         AsyncCallbackManagerForLLMRun,
         CallbackManagerForLLMRun,
     )
+    from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import LangSmithParams, LanguageModelInput
     from langchain_core.language_models.chat_models import (
         BaseChatModel,
@@ -67,7 +68,7 @@ except ImportError as exc:  # pragma: no cover - exercised where langchain-core 
         name=exc.name,
     ) from exc
 
-__all__ = ["ChatTongyi"]
+__all__ = ["ChatTongyi", "DashScopeEmbeddings"]
 
 logger = logging.getLogger("aiotongyi")
 
@@ -387,6 +388,101 @@ class ChatTongyi(BaseChatModel):
         return RunnableMap(raw=llm) | parsed.with_fallbacks(
             [unparsed], exception_key="parsing_error"
         )
+
+
+class DashScopeEmbeddings(BaseModel, Embeddings):
+    """LangChain embeddings for DashScope on aiotongyi (langchain-community's name).
+
+    Lists longer than the model's per-request limit (10 texts for v3/v4, 25 for
+    v1/v2) are split and the parts sent concurrently by
+    :meth:`aiotongyi.TongyiLLMClient.embed`; vectors come back in input order.
+    Documents are embedded with ``text_type="document"``, queries with ``"query"``.
+
+    :param model: the embedding model (alias ``model_name``).
+    :param dimension: the vector size (v3/v4 only; checked against known models).
+    :param instruct: a task instruction for queries (v4, English).
+    :param api_key: else env ``DASHSCOPE_API_KEY`` (alias ``dashscope_api_key``).
+    :param base_url: ``.../api/v1`` of another endpoint (beats ``api_region``).
+    :param api_region: a DashScope region such as ``"ap-southeast-1"``.
+    :param timeout: seconds for a whole call, or an :class:`aiotongyi.Timeout`.
+    :param max_retries: retries of each failed part.
+    """
+
+    model: str = Field(default="text-embedding-v4", alias="model_name")
+    dimension: int | None = None
+    instruct: str | None = None
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env("DASHSCOPE_API_KEY", default=None),
+        alias="dashscope_api_key",
+    )
+    base_url: str | None = None
+    api_region: str | None = None
+    timeout: float | Timeout | None = None
+    max_retries: int = Field(default=2, ge=0)
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    _client: TongyiLLMClient | None = PrivateAttr(default=None)
+    _client_owner: weakref.ref[DashScopeEmbeddings] | None = PrivateAttr(default=None)
+    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def client(self) -> TongyiLLMClient:
+        """The aiotongyi client behind these embeddings (created on first use)."""
+        with self._client_lock:
+            owner = self._client_owner() if self._client_owner is not None else None
+            if self._client is None or owner is not self:
+                key = self.api_key.get_secret_value() if self.api_key is not None else None
+                self._client = TongyiLLMClient(
+                    api_key=key,
+                    api_region=self.api_region,
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                )
+                self._client_owner = weakref.ref(self)
+                weakref.finalize(self, _close_later, self._client)
+            return self._client
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order (``text_type="document"``)."""
+        if not texts:
+            return []
+        result = self.client.sync_embed(
+            texts, model=self.model, dimension=self.dimension, text_type="document"
+        )
+        return [list(vector) for vector in result.vectors]
+
+    def embed_query(self, text: str) -> list[float]:
+        """The vector of one query (``text_type="query"``, with ``instruct`` when set)."""
+        result = self.client.sync_embed(
+            text,
+            model=self.model,
+            dimension=self.dimension,
+            text_type="query",
+            instruct=self.instruct,
+        )
+        return list(result.vectors[0])
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """:meth:`embed_documents` on aiotongyi's async client."""
+        if not texts:
+            return []
+        result = await self.client.embed(
+            texts, model=self.model, dimension=self.dimension, text_type="document"
+        )
+        return [list(vector) for vector in result.vectors]
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """:meth:`embed_query` on aiotongyi's async client."""
+        result = await self.client.embed(
+            text,
+            model=self.model,
+            dimension=self.dimension,
+            text_type="query",
+            instruct=self.instruct,
+        )
+        return list(result.vectors[0])
 
 
 def _close_later(client: TongyiLLMClient) -> None:

@@ -130,3 +130,22 @@ def test_a_sibling_keeps_working_when_only_the_sibling_is_dropped(
     with make_client(dashscope_emulator) as parent:
         assert parent.with_options(max_retries=1).sync_generate("x").text == "one"
         assert parent.sync_generate("y").text == "two"
+
+
+def test_a_sibling_can_observe_what_its_parent_does_not(
+    dashscope_emulator: DashScopeEmulator,
+) -> None:
+    from aiotongyi import CallInfo, Hooks
+
+    seen: list[str] = []
+
+    class Names(Hooks):
+        def on_end(self, call: CallInfo) -> None:
+            seen.append(call.model)
+
+    with make_client(dashscope_emulator) as parent:
+        parent.with_options(hooks=Names()).sync_generate("x", model="qwen-max")
+        parent.sync_generate("y")
+        with pytest.raises(ValueError, match="shares its parent"):
+            parent.with_options(max_connections=5)
+    assert seen == ["qwen-max"]

@@ -17,12 +17,16 @@ import pytest
 if not os.environ.get("AIOTONGYI_REQUIRE_LANGCHAIN"):
     pytest.importorskip("langchain_tests", reason="needs langchain-tests (.ci/langchain.sh)")
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
-from langchain_tests.integration_tests import ChatModelIntegrationTests
-from langchain_tests.unit_tests import ChatModelUnitTests
+from langchain_tests.integration_tests import (
+    ChatModelIntegrationTests,
+    EmbeddingsIntegrationTests,
+)
+from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 
-from aiotongyi.integrations.langchain import ChatTongyi
+from aiotongyi.integrations.langchain import ChatTongyi, DashScopeEmbeddings
 from aiotongyi.testing import DashScopeEmulator
 
 
@@ -99,3 +103,37 @@ class TestChatTongyiIntegration(ChatModelIntegrationTests):
             full = chunk if full is None else full + chunk
         assert isinstance(full, AIMessage)
         return full
+
+
+class TestDashScopeEmbeddingsUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self) -> type[Embeddings]:
+        return DashScopeEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, Any]:
+        return {"model": "text-embedding-v4"}
+
+    @property
+    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        return {"DASHSCOPE_API_KEY": "sk-from-env"}, {}, {"api_key": "sk-from-env"}
+
+
+class TestDashScopeEmbeddingsIntegration(EmbeddingsIntegrationTests):
+    """On the emulator: vectors derived from each text (same text, same vector)."""
+
+    base_url = ""
+    api_key = ""
+
+    @pytest.fixture(autouse=True)
+    def _on_the_emulator(self, dashscope_emulator: DashScopeEmulator) -> None:
+        self.base_url = dashscope_emulator.base_url
+        self.api_key = dashscope_emulator.api_key
+
+    @property
+    def embeddings_class(self) -> type[Embeddings]:
+        return DashScopeEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, Any]:
+        return {"model": "text-embedding-v4", "base_url": self.base_url, "api_key": self.api_key}
