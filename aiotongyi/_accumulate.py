@@ -45,23 +45,9 @@ _decode_json = _decoder.decode
 _scan_json = _decoder.scan_once  # type: ignore[attr-defined]  # set in __init__, untyped
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` of a frame, without its two whitespace regex matches.
-
-    Frames are compact JSON: the scanner alone reads them; anything else
-    (surrounding whitespace, trailing data, invalid JSON) goes through the
-    full decoder, which accepts it or raises its usual ``ValueError``.
-    """
-    try:
-        value, end = _scan_json(text, 0)
-    except StopIteration:
-        return _decode_json(text)
-    if end != len(text):
-        return _decode_json(text)
-    return value
-
-
 _NO_TOOLS: tuple[ToolCall, ...] = ()
+_new = object.__new__
+_set = object.__setattr__
 # Any failure while reading a frame's shape is the frame's fault, not ours.
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, ValueError, RecursionError)
 
@@ -168,7 +154,9 @@ class Accumulator:
         self._expected = choices
         self._choices: dict[int, _Choice] = {}
         self._open = 0  # choices seen without a finish reason
-        self._usage: Usage | None = None
+        # The usage of outputs: a Usage, or (for the plain three counts, already
+        # checked) the usage dict itself, made a Usage only when read.
+        self._usage: Usage | dict[str, Any] | None = None
         self._usage_raw: object = None
         self._search_info: SearchInfo | None = None
         self._search_raw: object = None
@@ -187,7 +175,10 @@ class Accumulator:
     @property
     def usage(self) -> Usage | None:
         """The latest usage, including one sent by a usage-only frame after the finish."""
-        return self._usage
+        usage = self._usage
+        if type(usage) is dict:
+            usage = self._usage = Usage._plain(usage)
+        return usage  # type: ignore[return-value]  # a dict became a Usage above
 
     def _closed(self, frame: object) -> bool:
         """Whether ``frame`` arrives after the answer finished and must change nothing.
@@ -213,7 +204,17 @@ class Accumulator:
         """Outputs for one SSE event; raises the error an ``event:error`` carries."""
         try:
             # str input skips json.loads' encoding sniffing; bad UTF-8 is a ValueError too
-            frame = _loads(event.data.decode())
+            text = event.data.decode()
+            # Frames are compact JSON: the scanner alone reads them, without
+            # json.loads' two whitespace regex matches; anything else (surrounding
+            # whitespace, trailing data, invalid JSON) goes through the full
+            # decoder, which accepts it or raises its usual ValueError.
+            try:
+                frame, end = _scan_json(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):
+                frame = _decode_json(text)
         except (ValueError, RecursionError) as exc:
             if self.is_complete:
                 return self._ignore("an undecodable frame")
@@ -231,7 +232,7 @@ class Accumulator:
         # if ``raw`` is read: one untracked object where the decoded frame is
         # dozens.  A snapshot frame keeps its dict: its text, the bulk of it, is
         # the very string the output's text is, where the bytes would be a copy.
-        return self.add_frame(frame, event.status, raw=event.data if self._incremental else None)
+        return self._add(frame, event.status, event.data if self._incremental else None)
 
     def add_body(self, body: bytes) -> list[ModelOutput]:
         """Outputs for a whole non-stream JSON reply (the single, final frame).
@@ -245,6 +246,11 @@ class Accumulator:
         self, frame: dict[str, Any], status: int | None = None, *, raw: bytes | None = None
     ) -> list[ModelOutput]:
         """Outputs for one decoded JSON frame (``raw``: its JSON text, if at hand)."""
+        return self._add(frame, status, raw)
+
+    def _add(
+        self, frame: dict[str, Any], status: int | None, raw: bytes | None
+    ) -> list[ModelOutput]:
         if self._open == 0 and self._choices and self._closed(frame):  # is_complete, inlined
             return self._after_finish(frame)
         request_id = frame.get("request_id")
@@ -258,7 +264,16 @@ class Accumulator:
         try:
             usage = frame.get("usage")
             if usage is not None:
-                self._take_usage(usage)
+                if (  # the usual three counts: checked here, made a Usage when read
+                    type(usage) is dict
+                    and len(usage) == 3
+                    and type(usage.get("input_tokens")) is int
+                    and type(usage.get("output_tokens")) is int
+                    and type(usage.get("total_tokens")) is int
+                ):
+                    self._usage = self._usage_raw = usage
+                else:
+                    self._take_usage(usage)
             choices = output.get("choices")
             if choices is None:  # result_format "text"
                 choices = [
@@ -335,7 +350,11 @@ class Accumulator:
             if type(content) is not str:
                 content, parts_changed = self._split_parts(state, content)
             if content:
-                delta = self._extend(state.text, content, is_thinking=False, state=state)
+                if self._incremental:  # _extend's first case, inlined: nearly every frame
+                    state.text.append(content)
+                    delta = content
+                else:
+                    delta = self._extend(state.text, content, is_thinking=False, state=state)
         reasoning = message.get("reasoning_content")
         if reasoning:
             if type(reasoning) is not str:
@@ -362,7 +381,7 @@ class Accumulator:
             "delta": delta,
             "thinking_delta": thinking_delta,
             "finish_reason": finish,
-            "usage": self._usage,
+            "_usage_at": self._usage,
             "request_id": self.request_id,
             "model": self._model,
             "index": index,
@@ -386,7 +405,12 @@ class Accumulator:
             fields["search_info"] = self._search_info
         if self._tool_info:
             fields["tool_info"] = self._tool_info
-        return ModelOutput._streamed(fields)
+        # Built without the frozen __init__: ``fields`` holds only what differs from
+        # the class defaults, cumulative values as lazy ``_<name>_at`` sources
+        # (see _Cumulative, _Raw and _StreamedUsage in _models).
+        output = _new(ModelOutput)
+        _set(output, "__dict__", fields)
+        return output
 
     def _split_parts(self, state: _Choice, content: object) -> tuple[str, bool]:
         """Multimodal content ``[{"text": ...}, {"image": ...}]``: text joins, the rest is kept."""

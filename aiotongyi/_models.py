@@ -154,6 +154,11 @@ class Usage:
         object.__setattr__(usage, "__dict__", fields)
         return usage
 
+    @classmethod
+    def _plain(cls, raw: dict[str, Any]) -> Usage:
+        """The usage of the three plain counts (input, output, total), ints already checked."""
+        return cls._of(raw["input_tokens"], raw["output_tokens"], raw["total_tokens"], raw)
+
     def to_dict(self) -> dict[str, int]:
         """The three OpenAI-style keys DB-GPT's metrics read."""
         return {
@@ -267,19 +272,6 @@ class ModelOutput:
     def __setstate__(self, state: dict[str, object]) -> None:
         object.__setattr__(self, "__dict__", dict(state))
 
-    @classmethod
-    def _streamed(cls, fields: dict[str, Any]) -> ModelOutput:
-        """Build an output without the frozen ``__init__`` (hot path, once per frame).
-
-        ``fields`` holds the fields whose value differs from the class
-        default; ``text``, ``thinking``, ``tool_calls``, ``parts`` and
-        ``logprobs`` are given as ``_<name>_at`` (a lazy source, see
-        :class:`_Cumulative`) and ``raw`` as ``_raw_at`` (the frame, as a dict or its JSON bytes).
-        """
-        output = object.__new__(cls)
-        object.__setattr__(output, "__dict__", fields)
-        return output
-
     def to_message(self) -> dict[str, object]:
         """This answer as an assistant message, ready to append to the conversation.
 
@@ -373,6 +365,25 @@ class _Cumulative:
         return value
 
 
+class _StreamedUsage:
+    """``usage`` of streamed outputs: kept as ``_usage_at``, a Usage or a checked usage dict.
+
+    The accumulator checks the usual three counts on every frame but leaves
+    building the :class:`Usage` to the first read (most callers read it once,
+    from the last output).
+    """
+
+    def __get__(self, output: ModelOutput | None, owner: type[ModelOutput] | None = None) -> Any:
+        if output is None:
+            return None  # the field's default
+        fields = output.__dict__
+        usage = fields.get("_usage_at")
+        if type(usage) is dict:
+            usage = Usage._plain(usage)
+        fields["usage"] = usage
+        return usage
+
+
 class _Raw:
     """``raw`` of streamed outputs and usage: the decoded dict, wrapped on first read.
 
@@ -399,6 +410,7 @@ ModelOutput.tool_calls = _Cumulative("tool_calls", ())  # type: ignore[assignmen
 ModelOutput.parts = _Cumulative("parts", ())  # type: ignore[assignment]
 ModelOutput.logprobs = _Cumulative("logprobs", ())  # type: ignore[assignment]
 ModelOutput.raw = _Raw()  # type: ignore[assignment]
+ModelOutput.usage = _StreamedUsage()  # type: ignore[assignment]
 Usage.raw = _Raw()  # type: ignore[assignment]
 
 

@@ -13,8 +13,8 @@ class TextBuffer:
     Outputs keep ``(buffer, length)``; :meth:`upto` joins the pending parts
     once and slices, so a stream whose caller reads only deltas (or only the
     last output) costs O(answer) instead of O(frames x answer).  The sync
-    bridge reads outputs on another thread while the loop appends, hence the
-    lock (uncontended, it costs far less than the frame it guards).
+    bridge reads outputs on another thread while the loop appends: readers
+    take the lock (a read joins and trims the pending parts), appends need not.
     """
 
     __slots__ = ("_joined", "_lock", "_pending", "length")
@@ -34,9 +34,12 @@ class TextBuffer:
         return buffer
 
     def append(self, part: str) -> None:
-        with self._lock:
-            self._pending.append(part)
-            self.length += len(part)
+        # No lock: one thread appends, and list.append is atomic, so a reader
+        # (locked against other readers) sees every part up to any length it
+        # was handed, whatever it catches of this part; only the appender
+        # writes ``length``.
+        self._pending.append(part)
+        self.length += len(part)
 
     def upto(self, length: int) -> str:
         with self._lock:

@@ -681,3 +681,31 @@ def test_tool_calls_match_a_naive_merge_at_every_output(
     # Read in reverse, then forwards: the cache must not leak between outputs.
     assert [o.tool_calls for o in reversed(produced)] == expected[::-1]
     assert [o.tool_calls for o in produced] == expected
+
+
+def test_plain_usage_on_every_frame_reads_like_any_other_usage() -> None:
+    acc = Accumulator("m")
+    outputs = []
+    for i in range(1, 4):
+        usage = {"input_tokens": 5, "output_tokens": i, "total_tokens": 5 + i}
+        outputs += acc.add_event(frame("ab", usage=usage, finish="stop" if i == 3 else "null"))
+    assert [o.usage for o in outputs] == [Usage(5, 1, 6), Usage(5, 2, 7), Usage(5, 3, 8)]
+    assert outputs[0].usage is outputs[0].usage  # built once per output
+    assert acc.usage == Usage(5, 3, 8)
+    assert acc.usage.raw == {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}
+    copy = pickle.loads(pickle.dumps(outputs[1]))
+    assert copy == outputs[1]
+    assert copy.usage == Usage(5, 2, 7)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": 5, "output_tokens": "1", "total_tokens": 6},
+        {"input_tokens": 5.5, "output_tokens": 1, "total_tokens": 6},
+        {"input_tokens": True, "output_tokens": 1, "total_tokens": 6},
+    ],
+)
+def test_a_bad_token_count_is_a_protocol_error_on_its_frame(usage: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        run([frame("a", usage=usage)])

@@ -164,3 +164,34 @@ def test_an_id_holding_nul_is_ignored() -> None:
     assert [(e.data, e.id) for e in events] == [(b'{"a":\n1}', None)]
     events = decoder.feed(b"id: 7\ndata:x\n\n")
     assert [(e.data, e.id) for e in events] == [(b"x", "7")]
+
+
+# Pieces of frames near the common DashScope shape: the fast path must take
+# exactly the frames the general path would decode the same way.
+_ID = st.sampled_from(
+    [b"id:1", b"id: 7", b"id:", b"id:  x", b"id:a:b", b"id:\xe4\xb8\x80", b"id:1\0"]
+)
+_EVENT = st.sampled_from([b"event:result", b"event: result", b"event:error", b""])
+_STATUS = st.sampled_from([b":HTTP_STATUS/200", b":HTTP_STATUS/429", b": ping", b""])
+_DATA = st.sampled_from(
+    [
+        *(b'data:{"a":1}', b'data: {"a":1}', b"data:  x", b"data: ", b"data:", b"data:[DONE]"),
+        *(b"data: [DONE]", b"data:a\ndata:b", b"data:\xe6\x98\xa5"),
+    ]
+)
+
+
+@given(
+    frames=st.lists(st.tuples(_ID, _EVENT, _STATUS, _DATA, st.booleans()), max_size=6),
+    cuts=st.lists(st.integers(0, 400), unique=True, max_size=4),
+)
+def test_common_frames_decode_as_the_general_path_does(
+    frames: list[tuple[bytes, bytes, bytes, bytes, bool]], cuts: list[int]
+) -> None:
+    body = b"".join(
+        b"".join(line + b"\n" for line in (i, e, s, d) if line) + (b"\n" if blank else b"")
+        for i, e, s, d, blank in frames
+    )
+    expected = decode_all([body[i : i + 1] for i in range(len(body))])  # never the fast path
+    assert decode_all(split_at(body, sorted(c for c in cuts if c <= len(body)))) == expected
+    assert decode_all([body]) == expected
