@@ -53,6 +53,7 @@ class Resources:
             return
         try:
             for pending in self.sessions.close(wait=None):
+                # A task on this loop, or a concurrent future from another loop's thread.
                 waitable = pending if isinstance(pending, asyncio.Future) else None
                 try:
                     await (waitable or asyncio.wrap_future(pending))

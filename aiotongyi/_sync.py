@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -338,12 +338,3 @@ def _consume(bridge: _Pump[T]) -> Generator[T, None, None]:
     finally:
         # On break, close(), KeyboardInterrupt or garbage collection alike.
         bridge.cancel(wait=5.0)
-
-
-def run_sync(loop_thread: LoopThread, make: Callable[[], Awaitable[T]]) -> T:
-    """Run ``make()`` on the loop thread and return its result (for one-shot calls)."""
-
-    async def call() -> T:
-        return await make()
-
-    return loop_thread.run(call())
