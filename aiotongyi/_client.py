@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Executor
@@ -515,8 +514,7 @@ class TongyiLLMClient:
     ) -> EmbeddingResult:
         """:meth:`embed` from synchronous code (any thread), on the client's loop thread."""
         self._check_sync_use()
-        call = functools.partial(
-            self.embed,
+        embedding = self.embed(
             texts,
             model=model,
             dimension=dimension,
@@ -525,7 +523,7 @@ class TongyiLLMClient:
             instruct=instruct,
             timeout=timeout,
         )
-        return self._resources.loop_thread.run(call())
+        return self._resources.loop_thread.run(embedding)
 
     def sync_rerank(
         self,
@@ -540,8 +538,7 @@ class TongyiLLMClient:
     ) -> RerankResult:
         """:meth:`rerank` from synchronous code (any thread), on the client's loop thread."""
         self._check_sync_use()
-        call = functools.partial(
-            self.rerank,
+        ranking = self.rerank(
             query,
             documents,
             model=model,
@@ -550,7 +547,7 @@ class TongyiLLMClient:
             instruct=instruct,
             timeout=timeout,
         )
-        return self._resources.loop_thread.run(call())
+        return self._resources.loop_thread.run(ranking)
 
     def _json_context(self) -> CallContext:
         if self.is_closed:
