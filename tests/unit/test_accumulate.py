@@ -300,6 +300,32 @@ def test_long_answers_keep_every_prefix_right() -> None:
     assert outputs[10].text == "".join(deltas[:11])  # read again after later joins
 
 
+@given(
+    st.lists(st.text(max_size=6), min_size=1, max_size=120),
+    st.lists(st.tuples(st.integers(0, 119), st.integers(0, 119)), max_size=40),
+)
+def test_any_output_read_at_any_time_has_its_prefix(
+    deltas: list[str], reads: list[tuple[int, int]]
+) -> None:
+    # Unread parts are joined in runs as they come (memory at 5,000 streams):
+    # an output read before, during or after any run still sees exactly its prefix.
+    acc = Accumulator("qwen-plus")
+    outputs: list[Any] = []
+    arrived: list[str] = []
+    for step, delta in enumerate(deltas):
+        outputs += acc.add_event(frame(delta))
+        if delta:
+            arrived.append(delta)
+        for when, which in reads:
+            if when == step and outputs:
+                output = outputs[which % len(outputs)]
+                assert output.text == "".join(arrived[: outputs.index(output) + 1])
+    expected = "".join(deltas)
+    if outputs:
+        assert outputs[-1].text == expected
+        assert [o.text for o in outputs] == list(itertools.accumulate(arrived))
+
+
 # -- flat cost per frame (issue 15) ----------------------------------------------------
 
 
