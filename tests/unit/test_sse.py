@@ -177,13 +177,15 @@ _DATA = st.sampled_from(
     [
         *(b'data:{"a":1}', b'data: {"a":1}', b"data:  x", b"data: ", b"data:", b"data:[DONE]"),
         *(b"data: [DONE]", b"data:a\ndata:b", b"data:\xe6\x98\xa5"),
+        # long enough that later frames of the stream take the head-only match
+        *(b"data:" + b"L" * 2100, b"data:  " + b"L" * 2100, b"data:" + b"L" * 2100 + b"\ndata:b"),
     ]
 )
 
 
 @given(
     frames=st.lists(st.tuples(_ID, _EVENT, _STATUS, _DATA, st.booleans()), max_size=6),
-    cuts=st.lists(st.integers(0, 400), unique=True, max_size=4),
+    cuts=st.lists(st.integers(0, 12000), unique=True, max_size=4),
 )
 def test_common_frames_decode_as_the_general_path_does(
     frames: list[tuple[bytes, bytes, bytes, bytes, bool]], cuts: list[int]
@@ -195,3 +197,25 @@ def test_common_frames_decode_as_the_general_path_does(
     expected = decode_all([body[i : i + 1] for i in range(len(body))])  # never the fast path
     assert decode_all(split_at(body, sorted(c for c in cuts if c <= len(body)))) == expected
     assert decode_all([body]) == expected
+
+
+def test_after_a_long_frame_the_head_match_still_sends_odd_frames_the_general_way() -> None:
+    long = b"L" * 3000
+    body = (
+        b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:" + long + b"\n\n"  # switches to heads
+        b"id:2\nevent:result\n:HTTP_STATUS/200\ndata:" + long + b"\ndata:b\n\n"  # two lines
+        b"id:3\nevent:result\n:HTTP_STATUS/200\ndata:[DONE]\n\n"
+        b"id:4\nevent:result\n:HTTP_STATUS/200\ndata:short\n\n"
+        b"id:5\nevent:result\n:HTTP_STATUS/200\ndata:" + long  # unfinished at the end
+    )
+    expected = decode_all([body[i : i + 1] for i in range(len(body))])
+    assert [(e.id, e.data[:6]) for e in expected] == [
+        ("1", b"LLLLLL"),
+        ("2", b"LLLLLL"),
+        ("4", b"short"),
+        ("5", b"LLLLLL"),
+    ]
+    assert expected[1].data == long + b"\nb"
+    assert decode_all([body]) == expected
+    for cut in range(0, len(body), 997):
+        assert decode_all([body[:cut], body[cut:]]) == expected
