@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
@@ -132,26 +131,12 @@ class Call:
         if self.reason is not None:
             raise self._abort_error(progress)
 
-    @contextmanager
-    def errors(self, progress: _HasPartial) -> Iterator[None]:
-        """The one place where transport failures and aborts become aiotongyi errors."""
-        try:
-            yield
-        except TongyiError:
-            # Mapped already by an inner errors() (APITimeoutError is an OSError too):
-            # mapping it again would relabel it, a connect timeout as a read timeout.
-            raise
-        except asyncio.CancelledError as exc:
-            if not self._took_back_cancel():
-                raise
-            # It stays as __context__: its traceback holds aiohttp's frames, whose
-            # locals are the request headers (the key among them).
-            scrub(exc)
-            raise self._abort_error(progress) from None
-        except TRANSPORT_ERRORS as exc:
-            if self.reason is not None:
-                raise self._abort_error(progress) from scrub(exc)
-            raise _transport_error(exc, progress, self) from scrub(exc)
+    def errors(self, progress: _HasPartial) -> _CallErrors:
+        """The one place where transport failures and aborts become aiotongyi errors.
+
+        Use as ``with call.errors(progress):``.
+        """
+        return _CallErrors(self, progress)
 
     def retry_after_read_timeout(self) -> bool:
         """Clear an idle-read abort so the next attempt may run; ``False`` for other aborts."""
@@ -212,6 +197,45 @@ class Call:
                 partial=partial,
             )
         return APITimeoutError(reason.value, request_id=request_id, partial=partial)
+
+
+class _CallErrors:
+    """``Call.errors()``: a class, not a generator, as every open stream holds two."""
+
+    __slots__ = ("_call", "_progress")
+
+    def __init__(self, call: Call, progress: _HasPartial) -> None:
+        self._call = call
+        self._progress = progress
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:  # never swallows: what it does not map goes on as it is
+        # An error raised here keeps this frame in its traceback: it must not hold
+        # the original traceback, whose aiohttp frames hold the request headers.
+        del traceback
+        if exc is None or isinstance(exc, TongyiError):
+            # Mapped already by an inner errors() (APITimeoutError is an OSError too):
+            # mapping it again would relabel it, a connect timeout as a read timeout.
+            return
+        call = self._call
+        if isinstance(exc, asyncio.CancelledError):
+            if not call._took_back_cancel():
+                return
+            # It stays as __context__: its traceback holds aiohttp's frames, whose
+            # locals are the request headers (the key among them).
+            scrub(exc)
+            raise call._abort_error(self._progress) from None
+        if isinstance(exc, TRANSPORT_ERRORS):
+            if call.reason is not None:
+                raise call._abort_error(self._progress) from scrub(exc)
+            raise _transport_error(exc, self._progress, call) from scrub(exc)
 
 
 class _NoProgress:

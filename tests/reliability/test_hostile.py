@@ -454,6 +454,12 @@ def _reachable_text(exc: BaseException) -> Iterator[str]:
         if isinstance(value, str | bytes | int | float | bool | type(None)):
             yield repr(value)
             return
+        if isinstance(value, TracebackType):  # a frame's local: its frames are reachable too
+            while value is not None:
+                for local in value.tb_frame.f_locals.values():
+                    yield from walk(local, depth + 1)
+                value = value.tb_next
+            return
         try:
             yield repr(value)
         except Exception as problem:  # a broken repr is not a leak
@@ -495,6 +501,8 @@ def _reachable_text(exc: BaseException) -> Iterator[str]:
                     yield f"{name}={local!r}"
                 except Exception as problem:
                     yield f"<repr of {name} failed: {problem!r}>"
+                if isinstance(local, TracebackType):
+                    yield from walk(local, 0)
             tb = tb.tb_next
         for linked in (current.__cause__, current.__context__):
             if linked is not None:
