@@ -105,7 +105,17 @@ class SSEDecoder:
         elif not (self._tail or self._parts or self._data or self._event) and (
             self._id is None and self._status is None
         ):  # between two events: whole common frames take the fast path
-            return self._common(chunk)
+            return self._common(chunk, 0)
+        elif self._tail or self._parts:
+            # A frame split across reads (long frames nearly always are): once its
+            # line and its event end, the rest of the chunk may take the fast path.
+            line_end = chunk.find(b"\n")
+            if 0 <= line_end < len(chunk) - 2 and chunk[line_end + 1] == 0x0A:
+                return self._general(chunk[: line_end + 2]) + self._common(chunk, line_end + 2)
+        return self._general(chunk)
+
+    def _general(self, chunk: bytes) -> list[SSEEvent]:
+        """Any chunk, line by line (LF only by now)."""
         if 0x0A not in chunk:  # inlined _grow_tail: the hot path of a huge line in tiny reads
             tail = self._tail
             tail += chunk
@@ -123,11 +133,10 @@ class SSEDecoder:
             self._grow_tail(rest)
         return events
 
-    def _common(self, chunk: bytes) -> list[SSEEvent]:
-        """``chunk``, starting between two events: common frames first, then the rest."""
+    def _common(self, chunk: bytes, end: int) -> list[SSEEvent]:
+        """``chunk[end:]``, which starts between two events: common frames, then the rest."""
         events: list[SSEEvent] = []
         size = len(chunk)
-        end = 0  # what the fast path has taken
         long_frames = self._long_frames
         while True:
             if long_frames:
@@ -155,19 +164,11 @@ class SSEDecoder:
             if end == size:
                 break
         if end:
-            self._started = True  # matched at 0: the first line held no BOM
+            self._started = True  # a frame matched from the start: the first line held no BOM
             if end == size:
                 return events
             chunk = chunk[end:]
-        if 0x0A not in chunk:
-            self._grow_tail(chunk)
-            return events
-        lines = chunk.split(b"\n")
-        rest = lines.pop()
-        self._lines(lines, events)
-        if rest:
-            self._grow_tail(rest)
-        return events
+        return events + self._general(chunk) if events else self._general(chunk)
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: dispatch a pending event even without its blank line."""

@@ -339,6 +339,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         "mode": scenario.mode,
         "frames": scenario.frames,
         "chars": scenario.chars,
+        "concurrency": scenario.concurrency,
         "answer_bytes": scenario.answer_bytes,
     }
     prof = _Profiler(config.get("profile"), config.get("profile_out", "profile"))

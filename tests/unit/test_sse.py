@@ -219,3 +219,19 @@ def test_after_a_long_frame_the_head_match_still_sends_odd_frames_the_general_wa
     assert decode_all([body]) == expected
     for cut in range(0, len(body), 997):
         assert decode_all([body[:cut], body[cut:]]) == expected
+
+
+def test_after_a_split_frame_only_its_blank_line_hands_the_rest_to_the_fast_path() -> None:
+    common = b"id:3\nevent:result\n:HTTP_STATUS/200\ndata:c\n\n"
+    bodies = (
+        b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:" + b"a" * 50 + b"\n\n" + common,
+        # no blank line: the next id ends it (the general path's rule), not the fast path
+        b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:" + b"a" * 50 + b"\n" + common,
+        b"id:1\ndata:" + b"a" * 50 + b"\ndata:b\n\n" + common,
+        # after the line, not a blank line but a field that merely ends in a common head
+        b"id:1\ndata:" + b"a" * 50 + b"\nX" + common,
+    )
+    for body in bodies:
+        expected = decode_all([body[i : i + 1] for i in range(len(body))])
+        for cut in range(1, len(body)):
+            assert decode_all([body[:cut], body[cut:]]) == expected, (body, cut)
