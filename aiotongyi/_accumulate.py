@@ -107,8 +107,9 @@ class _Choice:
 
     def __init__(self) -> None:
         self.text = TextBuffer()
-        self.thinking = TextBuffer()
-        self.tools: dict[int, _ToolRecord] = {}
+        # Made when first needed: most answers have neither (memory per open stream).
+        self.thinking: TextBuffer | None = None
+        self.tools: dict[int, _ToolRecord] | None = None
         self.tool_log: ToolCallLog | None = None
         self.finish_reason: str | None = None
         self.parts: ItemLog | None = None
@@ -359,7 +360,10 @@ class Accumulator:
         if reasoning:
             if type(reasoning) is not str:
                 raise TypeError("reasoning_content is not a string")
-            thinking_delta = self._extend(state.thinking, reasoning, is_thinking=True, state=state)
+            thinking = state.thinking
+            if thinking is None:
+                thinking = state.thinking = TextBuffer()
+            thinking_delta = self._extend(thinking, reasoning, is_thinking=True, state=state)
         fragments = message.get("tool_calls")
         tools_changed = self._merge_tools(state, fragments) if fragments else False
         logprobs = choice.get("logprobs")
@@ -388,7 +392,7 @@ class Accumulator:
             "_raw_at": raw,
         }
         thinking = state.thinking
-        if thinking.length:  # no thinking yet: the class default ""
+        if thinking is not None and thinking.length:  # none yet: the class default ""
             fields["_thinking_at"] = (thinking, thinking.length)
         # Fields left out keep their class defaults (error_code 0, no tool calls, ...).
         log = state.tool_log
@@ -462,6 +466,8 @@ class Accumulator:
         if log is None:
             log = state.tool_log = ToolCallLog()
         tools = state.tools
+        if tools is None:
+            tools = state.tools = {}
         changed = False
         for position, fragment in enumerate(fragments):
             index = fragment.get("index", position)
