@@ -90,3 +90,18 @@ def test_command_line_writes_json_and_markdown(tmp_path: Path) -> None:
     markdown = next(tmp_path.glob("*.md")).read_text()
     assert "### S1" in markdown
     assert "### S4" in markdown
+
+
+def test_s8_memory_measures_every_reader_against_the_answer_keeping_floor() -> None:
+    command = [sys.executable, "-m", "benchmarks.s8_memory", "--streams", "20"]
+    command += ["--frames", "10", "--repeat", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("20 streams x 10 frames")
+    assert [line.split()[0] for line in lines[1:]] == [
+        "raw-aiohttp-any",
+        "raw-aiohttp-any+answer",
+        "aiotongyi",
+    ]
+    assert "x1.00 of raw+answer" in lines[2]
