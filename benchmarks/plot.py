@@ -82,6 +82,7 @@ def plot(data: dict[str, Any], path: str) -> bool:
                 linestyle="-" if client != "raw-aiohttp-any" else "--",
             )
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(sorted({x for points in curves.values() for x in points}))
         ax.get_xaxis().set_major_formatter(
             importlib.import_module("matplotlib.ticker").ScalarFormatter()
