@@ -19,102 +19,59 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from ._clients import ADAPTERS, AsyncAdapter, Target
+from ._worker import peak_rss_mb, raise_fd_limit, reset_peak_rss, rss_mb
+
 __all__ = ["READERS", "measure"]
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPT = "请用中文写一段关于流式输出的介绍。"
-READERS = ("raw-aiohttp-any", "raw-aiohttp-any+answer", "aiotongyi")
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # the kernel's peak-RSS mark
-
-
-def _status(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+#: reader -> (adapter, mode): the harness's own adapters; raw-any's merge mode
+#: is the raw reader that keeps the answer (``acc += delta``), as in S4m.
+READERS = {
+    "raw-aiohttp-any": ("raw-aiohttp-any", "incremental"),
+    "raw-aiohttp-any+answer": ("raw-aiohttp-any", "merge"),
+    "aiotongyi": ("aiotongyi", "incremental"),
+}
 
 
 async def _run(reader: str, base: str, streams: int) -> dict[str, Any]:
-    import aiohttp
+    name, mode = READERS[reader]
+    target = Target(native_base=base, compat_base=base, max_connections=streams)
+    adapter = ADAPTERS[name](target)
+    assert isinstance(adapter, AsyncAdapter)
+    await adapter.aopen()
 
-    from aiotongyi import TongyiLLMClient
+    async def one() -> int:
+        size = 0  # the answer's length: the last text in merge mode, the deltas' sum else
+        async for text in adapter.astream(mode):
+            size = len(text) if mode == "merge" else size + len(text)
+        return size
 
-    keep_answer = reader.endswith("+answer")
-    if reader == "aiotongyi":
-        client = TongyiLLMClient(
-            model="qwen-turbo", api_key="sk-fake", base_url=base, max_connections=streams + 10
-        )
-
-        async def one() -> int:
-            count = 0
-            async for output in client.generate_stream(PROMPT):
-                count += len(output.delta)
-            return count
-
-        close: Any = client.aclose
-    else:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=streams + 10))
-        body = json.dumps(
-            {
-                "model": "qwen-turbo",
-                "input": {"messages": [{"role": "user", "content": PROMPT}]},
-                "parameters": {"incremental_output": True},
-            }
-        )
-        headers = {
-            "Authorization": "Bearer sk-fake",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream",
-            "X-DashScope-SSE": "enable",
-        }
-        url = base + "/services/aigc/text-generation/generation"
-
-        async def one() -> int:
-            count, answer, buffer = 0, "", b""
-            async with session.post(url, data=body, headers=headers) as response:
-                async for data in response.content.iter_any():
-                    buffer += data
-                    if b"\n\n" not in buffer:
-                        continue
-                    *events, buffer = buffer.split(b"\n\n")
-                    for event in events:
-                        at = event.rfind(b"\ndata:")
-                        if at >= 0:
-                            frame = json.loads(event[at + 6 :])
-                            delta = frame["output"]["choices"][0]["message"]["content"]
-                            count += len(delta)
-                            if keep_answer:
-                                answer += delta
-            return count
-
-        close = session.close
     await one()  # warm: the client open, its first connection made
-    opened = _status("VmRSS")
-    _reset_peak()
-    counts = await asyncio.gather(*(one() for _ in range(streams)))
-    peak = _status("VmHWM")
-    await close()
-    return {"reader": reader, "streams": streams, "chars": sum(counts), "growth_mb": peak - opened}
+    opened = rss_mb()
+    was_reset = reset_peak_rss()
+    lengths = await asyncio.gather(*(one() for _ in range(streams)))
+    peak = peak_rss_mb(was_reset)
+    await adapter.aclose()
+    return {
+        "reader": reader,
+        "streams": streams,
+        "lengths": sorted(set(lengths)),
+        "growth_mb": peak - opened,
+    }
 
 
 def measure(reader: str, base: str, streams: int) -> dict[str, Any]:
     """One reader in this process (call it in a fresh one)."""
     if hasattr(os, "sched_setaffinity"):  # as the main harness: the server has its own CPU
         os.sched_setaffinity(0, {0})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = streams * 2 + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    raise_fd_limit(streams * 2 + 256)
     return asyncio.run(_run(reader, base, streams))
 
 
@@ -157,7 +114,7 @@ def main() -> None:
                 else:
                     raise RuntimeError(f"{reader} failed: {out.stderr[-2000:]}")
                 result = json.loads(out.stdout.splitlines()[-1])
-                assert result["chars"] == args.streams * args.frames * 20, result
+                assert result["lengths"] == [args.frames * 20], result
                 growth[reader].append(result["growth_mb"])
     finally:
         server.terminate()
