@@ -20,10 +20,9 @@ from ._embeddings import (
     EMBEDDING_PATH,
     RERANK_PATH,
     EmbeddingAnswer,
-    EmbeddingPart,
     EmbeddingResult,
+    RequestPart,
     RerankAnswer,
-    RerankPart,
     RerankResult,
     describe_inputs,
     merge_embeddings,
@@ -151,7 +150,7 @@ async def embed(
         return merge_embeddings(plan, [], [])
     budget = _Budget(context, timeout)
 
-    async def one(part: EmbeddingPart) -> tuple[EmbeddingAnswer, str | None]:
+    async def one(part: RequestPart) -> tuple[EmbeddingAnswer, str | None]:
         payload, request_id = await _with_retries(context, EMBEDDING_PATH, part.body, budget)
         return parse_embeddings(payload, part, plan), request_id
 
@@ -187,7 +186,7 @@ async def rerank(
     )
     budget = _Budget(context, timeout)
 
-    async def one(part: RerankPart) -> tuple[RerankAnswer, str | None]:
+    async def one(part: RequestPart) -> tuple[RerankAnswer, str | None]:
         payload, request_id = await _with_retries(context, RERANK_PATH, part.body, budget)
         return parse_rerank(payload, part), request_id
 

@@ -22,13 +22,12 @@ __all__ = [
     "RERANK_PATH",
     "EmbeddingAnswer",
     "EmbeddingLimits",
-    "EmbeddingPart",
     "EmbeddingPlan",
     "EmbeddingResult",
+    "RequestPart",
     "RerankAnswer",
     "RerankItem",
     "RerankLimits",
-    "RerankPart",
     "RerankPlan",
     "RerankResult",
     "SparseValue",
@@ -257,8 +256,8 @@ def _check_instruct(instruct: str | None) -> None:
 
 
 @dataclass(frozen=True)
-class EmbeddingPart:
-    """One request of a split embedding call: texts ``[start, start + count)``."""
+class RequestPart:
+    """One request of a split call: inputs (texts, documents) ``[start, start + count)``."""
 
     start: int
     count: int
@@ -277,7 +276,7 @@ class EmbeddingPlan:
     n_texts: int
     sparse: bool
     dense: bool
-    parts: tuple[EmbeddingPart, ...]
+    parts: tuple[RequestPart, ...]
 
 
 def plan_embeddings(
@@ -322,7 +321,7 @@ def plan_embeddings(
     }
     parameters = {name: value for name, value in given.items() if value is not None}
     parts = tuple(
-        EmbeddingPart(
+        RequestPart(
             start,
             len(chunk),
             _dumps({"model": model, "input": {"texts": chunk}, "parameters": parameters}),
@@ -342,7 +341,7 @@ class EmbeddingAnswer:
 
 
 def parse_embeddings(
-    payload: Mapping[str, object], part: EmbeddingPart, plan: EmbeddingPlan
+    payload: Mapping[str, object], part: RequestPart, plan: EmbeddingPlan
 ) -> EmbeddingAnswer:
     """One part's answer, ordered by ``text_index``.
 
@@ -427,26 +426,13 @@ def merge_embeddings(
 
 
 @dataclass(frozen=True)
-class RerankPart:
-    """One request of a split rerank call: documents ``[start, start + count)``."""
-
-    start: int
-    count: int
-    body: bytes
-
-    @property
-    def indices(self) -> range:
-        return range(self.start, self.start + self.count)
-
-
-@dataclass(frozen=True)
 class RerankPlan:
     """A validated rerank call, cut into requests."""
 
     model: str
     n_documents: int
     top_n: int | None
-    parts: tuple[RerankPart, ...]
+    parts: tuple[RequestPart, ...]
 
 
 def plan_rerank(
@@ -502,7 +488,7 @@ def plan_rerank(
     }
     parameters = {name: value for name, value in given.items() if value is not None}
     parts = tuple(
-        RerankPart(
+        RequestPart(
             first,
             count,
             _dumps(
@@ -524,7 +510,7 @@ class RerankAnswer:
     total_tokens: int
 
 
-def parse_rerank(payload: Mapping[str, object], part: RerankPart) -> RerankAnswer:
+def parse_rerank(payload: Mapping[str, object], part: RequestPart) -> RerankAnswer:
     """One part's items, with indices into the whole call's documents.
 
     :raises ProtocolError: for an index out of range or repeated, or a bad score.
