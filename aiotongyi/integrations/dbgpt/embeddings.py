@@ -80,6 +80,7 @@ class _Core:
     """
 
     def __init__(self, options: dict[str, Any]) -> None:
+        aiotongyi.TongyiLLMClient(**options).close()  # bad settings fail here, not per call
         self._options = options
         self._client: aiotongyi.TongyiLLMClient | None = None
         self._lock = threading.Lock()
@@ -104,6 +105,15 @@ class _Core:
             client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _common_settings(parameters: Any) -> dict[str, Any]:
+    """What both deploy-parameter classes carry: the model and how to reach it."""
+    settings = {
+        name: getattr(parameters, name, None)
+        for name in ("api_key", "api_base", "api_region", "instruct", "http_proxy", "timeout")
+    }
+    return {"model": parameters.real_provider_model_name, **settings}
 
 
 def _client_options(
@@ -159,9 +169,9 @@ class TongyiEmbeddings(Embeddings):  # type: ignore[misc]  # DB-GPT ships no typ
         self.dimension = dimension
         self.text_type = text_type
         self.instruct = instruct
-        options = _client_options(api_key, api_base, api_region, http_proxy, timeout, max_retries)
-        aiotongyi.TongyiLLMClient(**options).close()  # bad settings fail here, not per call
-        self._core = _Core(options)
+        self._core = _Core(
+            _client_options(api_key, api_base, api_region, http_proxy, timeout, max_retries)
+        )
 
     @classmethod
     def param_class(cls) -> Any:
@@ -174,15 +184,9 @@ class TongyiEmbeddings(Embeddings):  # type: ignore[misc]  # DB-GPT ships no typ
     def from_parameters(cls, parameters: Any) -> "TongyiEmbeddings":
         """Build from DB-GPT deploy parameters (what the embedding worker calls)."""
         return cls(
-            model=parameters.real_provider_model_name,
-            api_key=getattr(parameters, "api_key", None),
-            api_base=getattr(parameters, "api_base", None),
-            api_region=getattr(parameters, "api_region", None),
             dimension=getattr(parameters, "dimension", None),
             text_type=getattr(parameters, "text_type", None),
-            instruct=getattr(parameters, "instruct", None),
-            http_proxy=getattr(parameters, "http_proxy", None),
-            timeout=getattr(parameters, "timeout", None),
+            **_common_settings(parameters),
         )
 
     def __repr__(self) -> str:
@@ -259,9 +263,9 @@ class TongyiRerankEmbeddings(RerankEmbeddings):  # type: ignore[misc]
     ) -> None:
         self.model = model
         self.instruct = instruct
-        options = _client_options(api_key, api_base, api_region, http_proxy, timeout, max_retries)
-        aiotongyi.TongyiLLMClient(**options).close()
-        self._core = _Core(options)
+        self._core = _Core(
+            _client_options(api_key, api_base, api_region, http_proxy, timeout, max_retries)
+        )
 
     @classmethod
     def param_class(cls) -> Any:
@@ -273,15 +277,7 @@ class TongyiRerankEmbeddings(RerankEmbeddings):  # type: ignore[misc]
     @classmethod
     def from_parameters(cls, parameters: Any) -> "TongyiRerankEmbeddings":
         """Build from DB-GPT deploy parameters (what the reranker worker calls)."""
-        return cls(
-            model=parameters.real_provider_model_name,
-            api_key=getattr(parameters, "api_key", None),
-            api_base=getattr(parameters, "api_base", None),
-            api_region=getattr(parameters, "api_region", None),
-            instruct=getattr(parameters, "instruct", None),
-            http_proxy=getattr(parameters, "http_proxy", None),
-            timeout=getattr(parameters, "timeout", None),
-        )
+        return cls(**_common_settings(parameters))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"
